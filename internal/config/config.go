@@ -1,0 +1,108 @@
+package config
+
+import (
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+// Limits and defaults of the settings.
+const (
+	DefaultDev      = "weft0"
+	DefaultMTU      = 1400
+	DefaultLogLevel = "info"
+	MinMTU          = 576
+	MaxMTU          = 9000
+	// EnvNetworkSecret is the environment variable read for --network-secret.
+	EnvNetworkSecret = "WEFT_NETWORK_SECRET"
+)
+
+// Config is the resolved configuration of `weft up`. Field comments name the flag; see Options for the
+// defaults and help text.
+//
+// NetworkSecret is a credential: Config's LogValue hides it, and no error of this package prints it.
+type Config struct {
+	Hostname      string // --hostname: this node's name in the mesh
+	NetworkName   string // --network-name: shared by every node of the mesh
+	NetworkSecret string // --network-secret, $WEFT_NETWORK_SECRET or --network-secret-file
+
+	IPv4 netip.Prefix // --ipv4: this node's virtual address with the mesh prefix length, e.g. 10.144.144.1/24
+
+	Dev string // --dev: TUN interface name
+	MTU int    // --mtu: TUN MTU
+
+	Listen []URI // --listen: local underlay listeners
+	Peer   []URI // --peer: peers to dial; hosts may be DNS names
+
+	Control       string // --control: unix socket of the local API
+	StateDir      string // --state-dir: persistent state (node identity)
+	LogLevel      string // --log-level: debug, info, warn or error
+	MetricsListen string // --metrics-listen: host:port of the Prometheus endpoint, "" for off
+
+	Subnet            []netip.Prefix // --subnet: LANs this node exposes to the mesh
+	SubnetSNAT        bool           // --subnet-snat: masquerade mesh traffic into the exposed LANs
+	KernelForwardOnly bool           // --kernel-forward-only: announce Subnet with proxy: deny
+}
+
+// Default returns every default in one place. Hostname is the machine's hostname ("" if it cannot be
+// read); Control and StateDir are derived from DefaultDev. Resolve derives them from the final Dev
+// instead when they are not given.
+func Default() Config {
+	hostname, err := os.Hostname()
+	if err != nil {
+		hostname = ""
+	}
+	return Config{
+		Hostname:   hostname,
+		Dev:        DefaultDev,
+		MTU:        DefaultMTU,
+		Listen:     []URI{{Scheme: "udp", Host: "0.0.0.0", Port: 11010}},
+		Control:    defaultControl(DefaultDev),
+		StateDir:   defaultStateDir(DefaultDev),
+		LogLevel:   DefaultLogLevel,
+		SubnetSNAT: true,
+	}
+}
+
+// defaultControl is the control socket path of a device: /run/weft/<dev>.sock.
+func defaultControl(dev string) string {
+	return filepath.Join("/run/weft", dev+".sock")
+}
+
+// defaultStateDir is the state directory of a device: /var/lib/weft/<dev>.
+func defaultStateDir(dev string) string {
+	return filepath.Join("/var/lib/weft", dev)
+}
+
+// SlogLevel returns LogLevel as a slog.Level; an unknown level (which Validate rejects) is Info.
+func (c Config) SlogLevel() slog.Level {
+	switch c.LogLevel {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// LogValue implements slog.LogValuer: every setting under its TOML key, with the network secret
+// hidden.
+func (c Config) LogValue() slog.Value {
+	l := layer{Config: c}
+	var attrs []slog.Attr
+	for _, s := range settings() {
+		if s.input {
+			continue
+		}
+		text := s.bind(&l).String()
+		if s.secret && text != "" {
+			text = "(hidden)"
+		}
+		attrs = append(attrs, slog.String(s.key, text))
+	}
+	return slog.GroupValue(attrs...)
+}

@@ -1,0 +1,98 @@
+package control
+
+import (
+	"fmt"
+	"strings"
+)
+
+// TypeDoc documents one JSON type of the control API.
+type TypeDoc struct {
+	// Name is the Go type name, e.g. "Status".
+	Name string
+	// Endpoint is the request that returns the type, e.g. "GET /v1/status".
+	Endpoint string
+	// Array is true when the endpoint returns a JSON array of the type.
+	Array bool
+	// Fields lists the type's JSON fields in encoding order.
+	Fields []FieldDoc
+}
+
+// FieldDoc documents one JSON field.
+type FieldDoc struct {
+	// JSON is the field's JSON name, e.g. "node_id".
+	JSON string
+	// Type is the field's JSON type: "string", "integer", "number", "boolean", "array of string",
+	// "object of integer" or "string or null".
+	Type string
+	// Meaning says what the field means; it is the field's doc comment in types.go, word for word.
+	Meaning string
+}
+
+// FieldDocs returns the documentation of every field of Status, Peer and Route. It is the single source
+// the README and the field doc comments are checked against.
+func FieldDocs() []TypeDoc {
+	return []TypeDoc{
+		{Name: "Status", Endpoint: "GET /v1/status", Fields: []FieldDoc{
+			{"hostname", "string", "The node's hostname, as announced to the other nodes."},
+			{"node_id", "string", "The node's ID: 16 hex digits derived from its public key."},
+			{"ipv4", "string", `The node's virtual IPv4 address with its prefix length, e.g. "10.144.144.1/24".`},
+			{"network_name", "string", "The name of the network the node belongs to."},
+			{"dev", "string", `The name of the TUN device, e.g. "weft0".`},
+			{"mtu", "integer", "The MTU of the TUN device in bytes."},
+			{"listeners", "array of string", `The URIs the node actually listens on, e.g. "udp://0.0.0.0:11010"; [] when none.`},
+			{"version", "string", "The version of the weft binary running the node."},
+			{"warnings", "array of string", "Problems the node detected that need attention (e.g. a duplicate virtual IP); [] when none."},
+			{"drops", "object of integer", `Dropped packets by reason ("malformed", "decrypt", "replay", "no_route", "unknown_session", "psk_mismatch", "ttl_exceeded", ...); {} when none.`},
+			{"uptime_s", "number", "Seconds since the node started."},
+		}},
+		{Name: "Peer", Endpoint: "GET /v1/peers", Array: true, Fields: []FieldDoc{
+			{"hostname", "string", "The peer's hostname, as it announced it."},
+			{"node_id", "string", "The peer's ID: 16 hex digits derived from its public key."},
+			{"ipv4", "string", `The peer's virtual IPv4 address, without prefix length, e.g. "10.144.144.2".`},
+			{"direct", "boolean", "Whether this node has a session with the peer itself (false when traffic goes through relays)."},
+			{"endpoint", "string", `The underlay address of the direct session, e.g. "203.0.113.7:11010"; "" when not direct.`},
+			{"next_hop", "string", "The virtual IPv4 address of the next hop towards the peer; the peer's own address when direct."},
+			{"tunnel", "string", `How traffic reaches the peer: "udp" or "tcp" for a direct session, "relay" otherwise.`},
+			{"latency_ms", "number", "The measured round-trip time to the peer in milliseconds; 0 when not measured yet."},
+			{"rx_bytes", "integer", "Bytes received from the peer."},
+			{"tx_bytes", "integer", "Bytes sent to the peer."},
+			{"last_handshake", "string or null", "When the last handshake with the peer completed (RFC 3339); null when relayed or never."},
+		}},
+		{Name: "Route", Endpoint: "GET /v1/routes", Array: true, Fields: []FieldDoc{
+			{"prefix", "string", `The destination prefix, e.g. "10.144.144.2/32" or "192.168.1.0/24".`},
+			{"node_id", "string", "The ID of the node that announces the prefix."},
+			{"hostname", "string", "The hostname of the node that announces the prefix."},
+			{"next_hop", "string", "The virtual IPv4 address of the next hop towards the prefix."},
+			{"hops", "integer", "The number of hops to the announcing node; 1 for a direct peer."},
+			{"cost", "number", "The path cost to the announcing node in milliseconds."},
+			{"proxy", "string", `Whether the announcing node accepts TCP-proxied (KCP) flows to the prefix: "allow" or "deny".`},
+		}},
+	}
+}
+
+// FieldDocsMarkdown renders FieldDocs as markdown: one heading and one table per type. The README
+// includes this text verbatim; a test keeps the two in step.
+func FieldDocsMarkdown() string {
+	var b strings.Builder
+	for i, td := range FieldDocs() {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		shape := "a JSON object"
+		if td.Array {
+			shape = "a JSON array of objects"
+		}
+		fmt.Fprintf(&b, "#### %s\n\n`%s` returns %s with these fields:\n\n", td.Name, td.Endpoint, shape)
+		b.WriteString("| field | type | meaning |\n| --- | --- | --- |\n")
+		for _, f := range td.Fields {
+			fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.JSON, f.Type, markdownCell(f.Meaning))
+		}
+	}
+	return b.String()
+}
+
+// markdownCell escapes text for a markdown table cell.
+func markdownCell(s string) string {
+	s = strings.ReplaceAll(s, "|", `\|`)
+	return strings.ReplaceAll(s, "\n", " ")
+}

@@ -1,0 +1,93 @@
+package control
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Status is the answer to GET /v1/status, printed by `weft status`.
+type Status struct {
+	// The node's hostname, as announced to the other nodes.
+	Hostname string `json:"hostname"`
+	// The node's ID: 16 hex digits derived from its public key.
+	NodeID string `json:"node_id"`
+	// The node's virtual IPv4 address with its prefix length, e.g. "10.144.144.1/24".
+	IPv4 string `json:"ipv4"`
+	// The name of the network the node belongs to.
+	NetworkName string `json:"network_name"`
+	// The name of the TUN device, e.g. "weft0".
+	Dev string `json:"dev"`
+	// The MTU of the TUN device in bytes.
+	MTU int `json:"mtu"`
+	// The URIs the node actually listens on, e.g. "udp://0.0.0.0:11010"; [] when none.
+	Listeners []string `json:"listeners"`
+	// The version of the weft binary running the node.
+	Version string `json:"version"`
+	// Problems the node detected that need attention (e.g. a duplicate virtual IP); [] when none.
+	Warnings []string `json:"warnings"`
+	// Dropped packets by reason ("malformed", "decrypt", "replay", "no_route", "unknown_session", "psk_mismatch", "ttl_exceeded", ...); {} when none.
+	Drops map[string]uint64 `json:"drops"`
+	// Seconds since the node started.
+	UptimeS float64 `json:"uptime_s"`
+}
+
+// MarshalJSON encodes s with [] and {} in place of nil Listeners, Warnings and Drops, so clients never
+// see null for them.
+func (s Status) MarshalJSON() ([]byte, error) {
+	type plain Status // no methods: avoids recursion
+	if s.Listeners == nil {
+		s.Listeners = []string{}
+	}
+	if s.Warnings == nil {
+		s.Warnings = []string{}
+	}
+	if s.Drops == nil {
+		s.Drops = map[string]uint64{}
+	}
+	return json.Marshal(plain(s))
+}
+
+// Peer is one element of the answer to GET /v1/peers, printed by `weft peers`: one per other node in the
+// network, reached directly or through relays.
+type Peer struct {
+	// The peer's hostname, as it announced it.
+	Hostname string `json:"hostname"`
+	// The peer's ID: 16 hex digits derived from its public key.
+	NodeID string `json:"node_id"`
+	// The peer's virtual IPv4 address, without prefix length, e.g. "10.144.144.2".
+	IPv4 string `json:"ipv4"`
+	// Whether this node has a session with the peer itself (false when traffic goes through relays).
+	Direct bool `json:"direct"`
+	// The underlay address of the direct session, e.g. "203.0.113.7:11010"; "" when not direct.
+	Endpoint string `json:"endpoint"`
+	// The virtual IPv4 address of the next hop towards the peer; the peer's own address when direct.
+	NextHop string `json:"next_hop"`
+	// How traffic reaches the peer: "udp" or "tcp" for a direct session, "relay" otherwise.
+	Tunnel string `json:"tunnel"`
+	// The measured round-trip time to the peer in milliseconds; 0 when not measured yet.
+	LatencyMS float64 `json:"latency_ms"`
+	// Bytes received from the peer.
+	RxBytes uint64 `json:"rx_bytes"`
+	// Bytes sent to the peer.
+	TxBytes uint64 `json:"tx_bytes"`
+	// When the last handshake with the peer completed (RFC 3339); null when relayed or never.
+	LastHandshake *time.Time `json:"last_handshake"`
+}
+
+// Route is one element of the answer to GET /v1/routes, printed by `weft routes`: one per remote prefix.
+type Route struct {
+	// The destination prefix, e.g. "10.144.144.2/32" or "192.168.1.0/24".
+	Prefix string `json:"prefix"`
+	// The ID of the node that announces the prefix.
+	NodeID string `json:"node_id"`
+	// The hostname of the node that announces the prefix.
+	Hostname string `json:"hostname"`
+	// The virtual IPv4 address of the next hop towards the prefix.
+	NextHop string `json:"next_hop"`
+	// The number of hops to the announcing node; 1 for a direct peer.
+	Hops int `json:"hops"`
+	// The path cost to the announcing node in milliseconds.
+	Cost float64 `json:"cost"`
+	// Whether the announcing node accepts TCP-proxied (KCP) flows to the prefix: "allow" or "deny".
+	Proxy string `json:"proxy"`
+}

@@ -1,0 +1,188 @@
+package mesh
+
+import (
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-vpn/weft/internal/session"
+)
+
+func ann(id session.NodeID, ip string, nbrs ...Neighbor) Announce {
+	return Announce{Origin: id, Seq: 1, Hostname: "n" + id.String()[15:], IPv4: netip.MustParsePrefix(ip), ProxyIn: true, Neighbors: nbrs}
+}
+
+func nb(id session.NodeID, cost uint32) Neighbor { return Neighbor{ID: id, CostUS: cost} }
+
+func TestAnnounceRoundTrip(t *testing.T) {
+	a := Announce{
+		Origin: 0x0102030405060708, Seq: 99, Hostname: "alpha", IPv4: netip.MustParsePrefix("10.144.144.1/24"),
+		ProxyIn: true,
+		Subnets: []Subnet{{Prefix: netip.MustParsePrefix("192.168.50.0/24"), Proxy: false}, {Prefix: netip.MustParsePrefix("10.9.0.0/16"), Proxy: true}},
+		Neighbors: []Neighbor{{ID: 7, CostUS: 1500}, {ID: 9, CostUS: 20000}},
+	}
+	b, err := a.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeAnnounce(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, a) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, a)
+	}
+	for i := range b {
+		if _, err := DecodeAnnounce(b[:i]); !errors.Is(err, ErrMalformedAnnounce) {
+			t.Fatalf("truncated to %d bytes: err = %v, want ErrMalformedAnnounce", i, err)
+		}
+	}
+	if _, err := DecodeAnnounce(append(b, 0)); !errors.Is(err, ErrMalformedAnnounce) {
+		t.Fatalf("trailing byte accepted: %v", err)
+	}
+}
+
+func FuzzDecodeAnnounce(f *testing.F) {
+	a := ann(1, "10.144.144.1/24", nb(2, 100))
+	a.Subnets = []Subnet{{Prefix: netip.MustParsePrefix("192.168.1.0/24")}}
+	b, _ := a.AppendBinary(nil)
+	f.Add(b)
+	f.Add([]byte{1})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := DecodeAnnounce(data)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must encode back to the same bytes.
+		out, err := a.AppendBinary(nil)
+		if err != nil {
+			return
+		}
+		if _, err := DecodeAnnounce(out); err != nil {
+			t.Fatalf("re-encoded announce does not decode: %v", err)
+		}
+	})
+}
+
+func TestDBSequence(t *testing.T) {
+	db := NewDB(1)
+	now := time.Now()
+	a := ann(2, "10.0.0.2/24")
+	a.Seq = 5
+	if !db.Update(a, now) {
+		t.Fatal("first announce not stored")
+	}
+	a.Seq = 4
+	if db.Update(a, now) {
+		t.Fatal("older announce replaced a newer one")
+	}
+	a.Seq = 5
+	if db.Update(a, now) {
+		t.Fatal("same sequence stored twice (would flood forever)")
+	}
+	db.SetSelf(ann(1, "10.0.0.1/24"), now)
+	if !db.Expire(now.Add(MaxAge + time.Second)) {
+		t.Fatal("stale announce not expired")
+	}
+	if _, ok := db.Get(2); ok {
+		t.Fatal("expired announce still there")
+	}
+	if _, ok := db.Get(1); !ok {
+		t.Fatal("own announce expired")
+	}
+}
+
+// A - B - C in a line, plus D linked to A and C with a higher cost.
+func TestShortestPaths(t *testing.T) {
+	const A, B, C, D = 1, 2, 3, 4
+	anns := []Announce{
+		ann(A, "10.0.0.1/24", nb(B, 1000), nb(D, 5000)),
+		ann(B, "10.0.0.2/24", nb(A, 1000), nb(C, 1000)),
+		ann(C, "10.0.0.3/24", nb(B, 1000), nb(D, 5000)),
+		ann(D, "10.0.0.4/24", nb(A, 5000), nb(C, 5000)),
+	}
+	tab := Compute(A, anns)
+	c, ok := tab.Node(C)
+	if !ok || c.NextHop != B || c.Hops != 2 || c.CostUS != 2000 {
+		t.Fatalf("C: %+v ok=%v, want via B, 2 hops, cost 2000", c, ok)
+	}
+	r, ok := tab.Lookup(netip.MustParseAddr("10.0.0.3"))
+	if !ok || r.Node != C {
+		t.Fatalf("lookup 10.0.0.3 = %+v %v", r, ok)
+	}
+	if _, ok := tab.Lookup(netip.MustParseAddr("10.0.0.1")); ok {
+		t.Fatal("own address routed to a remote node")
+	}
+	// B dies: A and C drop it from their neighbours; the path moves to D.
+	anns[0].Neighbors = []Neighbor{nb(D, 5000)}
+	anns[2].Neighbors = []Neighbor{nb(D, 5000)}
+	tab = Compute(A, anns)
+	if c, _ := tab.Node(C); c.NextHop != D || c.Hops != 2 {
+		t.Fatalf("after B died, C = %+v, want via D", c)
+	}
+	if _, ok := tab.Node(B); ok {
+		t.Fatal("B still reachable although nobody links to it")
+	}
+}
+
+// A link only one end announces is not used (two-way check).
+func TestOneWayLinkIgnored(t *testing.T) {
+	anns := []Announce{ann(1, "10.0.0.1/24", nb(2, 10)), ann(2, "10.0.0.2/24")}
+	if _, ok := Compute(1, anns).Node(2); ok {
+		t.Fatal("one-way link used")
+	}
+}
+
+func TestDuplicateIPAndSubnets(t *testing.T) {
+	const A, B, C = 1, 2, 3
+	anns := []Announce{
+		ann(A, "10.0.0.1/24", nb(B, 1000), nb(C, 1000)),
+		ann(B, "10.0.0.9/24", nb(A, 1000)),
+		ann(C, "10.0.0.9/24", nb(A, 1000)),
+	}
+	anns[1].Subnets = []Subnet{{Prefix: netip.MustParsePrefix("192.168.0.0/16")}}
+	anns[2].Subnets = []Subnet{{Prefix: netip.MustParsePrefix("192.168.50.0/24"), Proxy: true}}
+	tab := Compute(A, anns)
+	r, _ := tab.Lookup(netip.MustParseAddr("10.0.0.9"))
+	if r.Node != B {
+		t.Fatalf("duplicate IP went to %v, want the lowest node ID %v", r.Node, B)
+	}
+	if r, _ := tab.Lookup(netip.MustParseAddr("192.168.50.7")); r.Node != C || !r.Proxy {
+		t.Fatalf("most specific subnet: %+v", r)
+	}
+	if r, _ := tab.Lookup(netip.MustParseAddr("192.168.7.7")); r.Node != B {
+		t.Fatalf("covering subnet: %+v", r)
+	}
+	var texts []string
+	for _, c := range tab.Conflicts() {
+		texts = append(texts, c.Text)
+	}
+	all := strings.Join(texts, "\n")
+	if !strings.Contains(all, "duplicate virtual IP 10.0.0.9") || !strings.Contains(all, "overlaps") {
+		t.Fatalf("conflict warnings missing:\n%s", all)
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	var anns []Announce
+	self := ann(1, "10.0.0.1/16")
+	for i := 2; i < 200; i++ {
+		id := session.NodeID(i)
+		self.Neighbors = append(self.Neighbors, nb(id, 1000))
+		a := ann(id, netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}).String()+"/16", nb(1, 1000))
+		a.Subnets = []Subnet{{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(i), 0}), 24)}}
+		anns = append(anns, a)
+	}
+	tab := Compute(1, append(anns, self))
+	dsts := []netip.Addr{netip.MustParseAddr("10.0.0.150"), netip.MustParseAddr("172.16.150.9")}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, ok := tab.Lookup(dsts[i&1]); !ok {
+			b.Fatal("miss")
+		}
+	}
+}

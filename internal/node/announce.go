@@ -1,0 +1,216 @@
+package node
+
+// The control plane of the mesh: this node's own Announce (virtual IP, subnets, live neighbours and their
+// costs), flooding of everyone's announcements, and turning the link-state database into the routing
+// table the data plane reads and the routes the kernel needs on the TUN.
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/weft-vpn/weft/internal/mesh"
+	"github.com/weft-vpn/weft/internal/session"
+	"github.com/weft-vpn/weft/internal/tun"
+)
+
+// costChanged reports whether a measured cost moved enough to be re-announced (hysteresis: more than a
+// fifth and more than a millisecond), so routes do not flap on jitter.
+func costChanged(old, cur uint32) bool {
+	d := int64(cur) - int64(old)
+	if d < 0 {
+		d = -d
+	}
+	return d > 1000 && d*5 > int64(old)
+}
+
+// ownAnnounce builds this node's Announce from its live peers. Caller holds annMu.
+func (n *Node) ownAnnounce() mesh.Announce {
+	a := mesh.Announce{
+		Origin:   n.self,
+		Seq:      n.annSeq,
+		Hostname: n.cfg.Hostname,
+		IPv4:     n.cfg.IPv4,
+		ProxyIn:  false, // the KCP proxy is not built yet: nobody may proxy to this node
+	}
+	for _, s := range n.cfg.Subnet {
+		a.Subnets = append(a.Subnets, mesh.Subnet{Prefix: s, Proxy: false})
+	}
+	n.mu.Lock()
+	for id, p := range n.peers {
+		if !p.alive {
+			continue
+		}
+		cost := uint32(min(p.rttUS.Load(), 1<<30))
+		if p.costUS == 0 || costChanged(p.costUS, cost) {
+			p.costUS = max(cost, 1)
+		}
+		a.Neighbors = append(a.Neighbors, mesh.Neighbor{ID: id, CostUS: p.costUS + mesh.HopPenaltyUS})
+	}
+	n.mu.Unlock()
+	slices.SortFunc(a.Neighbors, func(x, y mesh.Neighbor) int {
+		if x.ID < y.ID {
+			return -1
+		}
+		if x.ID > y.ID {
+			return 1
+		}
+		return 0
+	})
+	return a
+}
+
+// reannounce rebuilds this node's Announce, floods it and recomputes routes.
+func (n *Node) reannounce() {
+	n.annMu.Lock()
+	n.annSeq++
+	a := n.ownAnnounce()
+	n.db.SetSelf(a, time.Now())
+	n.annFlooded = time.Now()
+	n.annMu.Unlock()
+	n.flood(a, 0)
+	n.recompute()
+}
+
+// tickAnnounce refreshes this node's Announce periodically, or sooner when a neighbour's cost moved past
+// the hysteresis, and expires announcements of vanished nodes.
+func (n *Node) tickAnnounce(now time.Time) {
+	n.annMu.Lock()
+	due := now.Sub(n.annFlooded) >= mesh.RefreshInterval
+	if !due {
+		n.mu.RLock()
+		for _, p := range n.peers {
+			if p.alive && p.costUS != 0 && costChanged(p.costUS, uint32(min(p.rttUS.Load(), 1<<30))) {
+				due = true
+				break
+			}
+		}
+		n.mu.RUnlock()
+	}
+	n.annMu.Unlock()
+	if due {
+		n.reannounce()
+	}
+	if n.db.Expire(now) {
+		n.recompute()
+	}
+}
+
+// flood sends a to every live direct peer except the one it came from.
+func (n *Node) flood(a mesh.Announce, except session.NodeID) {
+	msg, err := a.AppendBinary([]byte{msgAnnounce})
+	if err != nil {
+		n.log.Error("encode announce", "err", err)
+		return
+	}
+	n.mu.RLock()
+	targets := make([]*peer, 0, len(n.peers))
+	for id, p := range n.peers {
+		if p.alive && id != except && id != a.Origin {
+			targets = append(targets, p)
+		}
+	}
+	n.mu.RUnlock()
+	for _, p := range targets {
+		n.sendControl(p, msg)
+	}
+}
+
+// sendDatabase gives a new neighbour everything this node knows, so it converges at once.
+func (n *Node) sendDatabase(p *peer) {
+	for _, a := range n.db.All() {
+		if a.Origin == p.id {
+			continue
+		}
+		msg, err := a.AppendBinary([]byte{msgAnnounce})
+		if err == nil {
+			n.sendControl(p, msg)
+		}
+	}
+}
+
+func (n *Node) receiveAnnounce(from *peer, b []byte) {
+	a, err := mesh.DecodeAnnounce(b)
+	if err != nil {
+		n.drops.inc("malformed")
+		return
+	}
+	if a.Origin == n.self {
+		return // our own, echoed back by the flood; ours is authoritative
+	}
+	if n.db.Update(a, time.Now()) {
+		n.flood(a, from.id)
+		n.recompute()
+	}
+}
+
+// recompute rebuilds the routing table, publishes it to the data plane, and updates warnings and the
+// kernel routes.
+func (n *Node) recompute() {
+	n.recomputeMu.Lock()
+	defer n.recomputeMu.Unlock()
+	tab := mesh.Compute(n.self, n.db.All())
+	n.table.Store(tab)
+	n.updateConflictWarnings(tab)
+	n.syncKernelRoutes(tab)
+}
+
+func (n *Node) updateConflictWarnings(tab *mesh.Table) {
+	n.warnMu.Lock()
+	for k := range n.warnings {
+		if len(k) > 9 && k[:9] == "conflict-" {
+			delete(n.warnings, k)
+		}
+	}
+	n.warnMu.Unlock()
+	for _, c := range tab.Conflicts() {
+		n.setWarning("conflict-"+c.Prefix.String(), c.Text)
+	}
+}
+
+// kernelPrefixes are the routes the TUN needs besides its connected network: exposed subnets of other
+// nodes and virtual IPs outside this node's own virtual network prefix.
+func (n *Node) kernelPrefixes(tab *mesh.Table) map[netip.Prefix]bool {
+	want := map[netip.Prefix]bool{}
+	own := n.cfg.IPv4.Masked()
+	for _, r := range tab.Routes() {
+		if !r.Subnet && own.Contains(r.Prefix.Addr()) {
+			continue
+		}
+		want[r.Prefix] = true
+	}
+	return want
+}
+
+func (n *Node) syncKernelRoutes(tab *mesh.Table) {
+	want := n.kernelPrefixes(tab)
+	n.annMu.Lock()
+	defer n.annMu.Unlock()
+	for p := range n.kernel {
+		if !want[p] {
+			if err := tun.DelRoute(n.cfg.Dev, p); err != nil {
+				n.log.Warn("remove route", "prefix", p, "err", err)
+			}
+			delete(n.kernel, p)
+		}
+	}
+	for p := range want {
+		if n.kernel[p] {
+			continue
+		}
+		if err := tun.AddRoute(n.cfg.Dev, p, n.cfg.IPv4.Addr()); err != nil {
+			n.log.Warn("install route", "prefix", p, "err", err)
+			continue
+		}
+		n.kernel[p] = true
+	}
+}
+
+func (n *Node) removeKernelRoutes() {
+	n.annMu.Lock()
+	defer n.annMu.Unlock()
+	for p := range n.kernel {
+		_ = tun.DelRoute(n.cfg.Dev, p)
+		delete(n.kernel, p)
+	}
+}

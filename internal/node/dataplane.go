@@ -1,0 +1,249 @@
+package node
+
+// The data plane.
+//
+// Outbound (tunLoop): the kernel routes a packet for a remote virtual IP or exposed subnet into the TUN.
+// tunLoop reads a batch of packets, each into its own buffer at offset tunOffset so that the session
+// header (16 bytes) and the inner header (type, TTL) fit in front of it and the AEAD tag behind it. For
+// each packet: route lookup on the destination (mesh.Table, an immutable snapshot behind an atomic
+// pointer) -> owner node -> next hop peer -> SealInPlace with that peer's current keypair -> Link.Send.
+// No copy and no allocation per packet.
+//
+// Inbound (handleData, on the underlay reader goroutines): receiver index -> keypair -> Open in place ->
+// inner message. An IP packet whose destination is this node (its virtual IP or an exposed subnet) is
+// written to the TUN, from the same buffer; any other is relayed: TTL decremented, re-sealed in place for
+// the next hop, sent. Pings, pongs and announcements go to the control plane.
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/weft-vpn/weft/internal/mesh"
+	"github.com/weft-vpn/weft/internal/session"
+	"github.com/weft-vpn/weft/internal/tun"
+	"github.com/weft-vpn/weft/internal/underlay"
+)
+
+// tunOffset is where a packet read from the TUN starts in its buffer: room for the session header and
+// the inner IP header.
+const tunOffset = session.DataHeaderLen + ipHeaderLen
+
+func (n *Node) tunLoop(errc chan<- error) {
+	batch := n.dev.BatchSize()
+	bufs := make([][]byte, batch)
+	sizes := make([]int, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, tunOffset+65535+session.TagLen)
+	}
+	for {
+		k, err := n.dev.Read(bufs, sizes, tunOffset)
+		for i := 0; i < k; i++ {
+			n.sendIP(bufs[i][:cap(bufs[i])], sizes[i])
+		}
+		if err != nil {
+			if isClosed(err) || n.ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, tun.ErrTooManySegments) {
+				n.drops.inc("tun_read")
+				continue
+			}
+			errc <- err
+			return
+		}
+	}
+}
+
+// ipv4Addrs returns the source and destination of an IPv4 packet and its length from its header (which
+// may be shorter than the slice).
+func ipv4Addrs(ip []byte) (src, dst netip.Addr, length int, ok bool) {
+	if len(ip) < 20 || ip[0]>>4 != 4 {
+		return src, dst, 0, false
+	}
+	length = int(ip[2])<<8 | int(ip[3])
+	if length < 20 || length > len(ip) {
+		return src, dst, 0, false
+	}
+	return netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20])), length, true
+}
+
+// sendIP routes one packet read from the TUN; buf holds it at buf[tunOffset:tunOffset+size].
+func (n *Node) sendIP(buf []byte, size int) {
+	_, dst, length, ok := ipv4Addrs(buf[tunOffset : tunOffset+size])
+	if !ok {
+		n.drops.inc("not_ipv4")
+		return
+	}
+	tab := n.table.Load()
+	r, ok := tab.Lookup(dst)
+	if !ok {
+		n.drops.inc("no_route")
+		return
+	}
+	buf[session.DataHeaderLen] = msgIP
+	buf[session.DataHeaderLen+1] = defaultTTL
+	if n.sendToNode(tab, r.Node, buf, ipHeaderLen+length) {
+		c := n.trafficOf(r.Node)
+		c.txBytes.Add(uint64(length))
+		c.txPackets.Add(1)
+	}
+}
+
+// sendToNode seals the inner message at buf[DataHeaderLen:DataHeaderLen+msgLen] for the next hop towards
+// node and sends it.
+func (n *Node) sendToNode(tab *mesh.Table, node session.NodeID, buf []byte, msgLen int) bool {
+	info, ok := tab.Node(node)
+	if !ok {
+		n.drops.inc("no_route")
+		return false
+	}
+	p := n.livePeer(info.NextHop)
+	if p == nil {
+		n.drops.inc("no_route")
+		return false
+	}
+	return n.sealAndSend(p, buf, msgLen)
+}
+
+func (n *Node) sealAndSend(p *peer, buf []byte, msgLen int) bool {
+	kp, link := p.cur.Load(), p.sendLink()
+	if kp == nil || link == nil {
+		n.drops.inc("no_session")
+		return false
+	}
+	out, err := kp.SealInPlace(buf, msgLen)
+	if err != nil {
+		n.drops.inc("seal")
+		return false
+	}
+	if err := link.Send(out); err != nil {
+		n.drops.inc("send")
+		return false
+	}
+	return true
+}
+
+// sendControl sends a small control message (ping, pong, announce) to a direct peer.
+func (n *Node) sendControl(p *peer, msg []byte) {
+	buf := make([]byte, session.DataHeaderLen+len(msg), session.Overhead+len(msg))
+	copy(buf[session.DataHeaderLen:], msg)
+	n.sealAndSend(p, buf, len(msg))
+}
+
+// handleData authenticates and dispatches one type-4 packet.
+func (n *Node) handleData(pkt []byte, from underlay.Link) {
+	idx, ok := session.ReceiverIndex(pkt)
+	if !ok {
+		n.drops.inc("malformed")
+		return
+	}
+	n.mu.RLock()
+	e := n.indices[idx]
+	n.mu.RUnlock()
+	if e == nil {
+		n.drops.inc("unknown_session")
+		n.unknownSession(from)
+		return
+	}
+	pt, err := e.kp.Open(pkt[session.DataHeaderLen:session.DataHeaderLen], pkt)
+	if err != nil {
+		if errors.Is(err, session.ErrReplay) {
+			n.drops.inc("replay")
+		} else {
+			n.drops.inc("decrypt")
+		}
+		return
+	}
+	p := e.peer
+	p.lastRecv.Store(time.Now().UnixNano())
+	if cur := p.link.Load(); cur == nil || cur.l != from {
+		if cur == nil || cur.l.RemoteAddr() != from.RemoteAddr() || cur.l.Network() != from.Network() {
+			p.link.Store(&linkBox{from})
+		}
+	}
+	if len(pt) == 0 {
+		n.drops.inc("malformed")
+		return
+	}
+	switch pt[0] {
+	case msgIP:
+		if len(pt) < ipHeaderLen {
+			n.drops.inc("malformed")
+			return
+		}
+		n.receiveIP(pkt, pt[1], pt[ipHeaderLen:])
+	case msgPing:
+		if len(pt) != pingLen {
+			n.drops.inc("malformed")
+			return
+		}
+		pt[0] = msgPong
+		n.sendControl(p, pt)
+	case msgPong:
+		if len(pt) != pingLen {
+			n.drops.inc("malformed")
+			return
+		}
+		n.onPong(p, int64(beUint64(pt[5:13])))
+	case msgAnnounce:
+		n.receiveAnnounce(p, pt[1:])
+	default:
+		n.drops.inc("malformed")
+	}
+}
+
+func beUint64(b []byte) uint64 {
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+}
+
+// receiveIP delivers an IP packet to the TUN or relays it. pkt is the whole underlay buffer (the IP
+// packet sits at pkt[tunOffset:]); it is reused in place for either.
+func (n *Node) receiveIP(pkt []byte, ttl byte, ip []byte) {
+	src, dst, length, ok := ipv4Addrs(ip)
+	if !ok {
+		n.drops.inc("malformed")
+		return
+	}
+	tab := n.table.Load()
+	if n.isLocal(dst) {
+		if _, err := n.dev.Write([][]byte{pkt[:tunOffset+length]}, tunOffset); err != nil {
+			if !isClosed(err) {
+				n.drops.inc("tun_write")
+			}
+			return
+		}
+		if r, ok := tab.Lookup(src); ok {
+			c := n.trafficOf(r.Node)
+			c.rxBytes.Add(uint64(length))
+			c.rxPackets.Add(1)
+		}
+		return
+	}
+	if ttl <= 1 {
+		n.drops.inc("ttl_exceeded")
+		return
+	}
+	r, ok := tab.Lookup(dst)
+	if !ok {
+		n.drops.inc("no_route")
+		return
+	}
+	pkt[session.DataHeaderLen] = msgIP
+	pkt[session.DataHeaderLen+1] = ttl - 1
+	n.sendToNode(tab, r.Node, pkt[:cap(pkt)], ipHeaderLen+length)
+}
+
+// isLocal reports whether dst belongs to this node: its virtual IP or a subnet it exposes.
+func (n *Node) isLocal(dst netip.Addr) bool {
+	if dst == n.cfg.IPv4.Addr() {
+		return true
+	}
+	for _, s := range n.cfg.Subnet {
+		if s.Contains(dst) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,321 @@
+package node
+
+// Handshakes and dialling. Every underlay packet enters through handlePacket: types 1-3 are the three
+// Noise XXpsk0 messages, type 4 is data (dataplane.go). An initiator keeps its state in n.pending under
+// its local index until the answer arrives or HandshakeTimeout passes; a responder keeps its state there
+// until message 3 arrives.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/weft-vpn/weft/internal/config"
+	"github.com/weft-vpn/weft/internal/session"
+	"github.com/weft-vpn/weft/internal/underlay"
+)
+
+type pendingHandshake struct {
+	init    *session.Initiator
+	resp    *session.Responder
+	link    underlay.Link
+	started time.Time
+	// done, for an initiator started by a dialer, receives the peer's ID (or 0 on failure).
+	done chan session.NodeID
+}
+
+// handlePacket is the underlay Handler: it demultiplexes by packet type.
+func (n *Node) handlePacket(pkt []byte, from underlay.Link) {
+	typ, ok := session.PacketType(pkt)
+	if !ok {
+		n.drops.inc("malformed")
+		return
+	}
+	switch typ {
+	case session.TypeData:
+		n.handleData(pkt, from)
+	case session.TypeHandshakeInit:
+		n.handleInit(pkt, from)
+	case session.TypeHandshakeResp:
+		n.handleResp(pkt, from)
+	case session.TypeHandshakeFinal:
+		n.handleFinal(pkt, from)
+	default:
+		n.drops.inc("malformed")
+	}
+}
+
+// newIndex picks an unused random local index. Caller holds hsMu.
+func (n *Node) newIndex() uint32 {
+	var b [4]byte
+	for {
+		_, _ = rand.Read(b[:])
+		i := binary.LittleEndian.Uint32(b[:])
+		if i == 0 {
+			continue
+		}
+		n.mu.RLock()
+		_, used := n.indices[i]
+		n.mu.RUnlock()
+		if _, pend := n.pending[i]; !used && !pend {
+			return i
+		}
+	}
+}
+
+// initiate sends handshake message 1 over link. done (optional) learns the outcome.
+func (n *Node) initiate(link underlay.Link, done chan session.NodeID, rekeyOf session.NodeID) {
+	n.hsMu.Lock()
+	idx := n.newIndex()
+	init, msg1, err := session.NewInitiator(n.scfg, idx, nil)
+	if err != nil {
+		n.hsMu.Unlock()
+		n.log.Error("handshake init", "err", err)
+		return
+	}
+	n.pending[idx] = &pendingHandshake{init: init, link: link, started: time.Now(), done: done}
+	n.hsMu.Unlock()
+	if err := link.Send(msg1); err != nil {
+		n.log.Debug("send handshake", "to", link.RemoteAddr(), "err", err)
+	}
+}
+
+func (n *Node) handleInit(pkt []byte, from underlay.Link) {
+	n.hsMu.Lock()
+	defer n.hsMu.Unlock()
+	if len(n.pending) > 1024 {
+		n.drops.inc("handshake_flood")
+		return
+	}
+	idx := n.newIndex()
+	resp, msg2, _, err := session.Respond(n.scfg, pkt, idx, n.hello)
+	if err != nil {
+		if errors.Is(err, session.ErrPSKMismatch) {
+			n.drops.inc("psk_mismatch")
+			a := from.RemoteAddr().Addr()
+			if t, ok := n.mismatchAt[a]; !ok || time.Since(t) > 10*time.Second {
+				n.mismatchAt[a] = time.Now()
+				n.log.Warn("network name or secret mismatch from " + from.RemoteAddr().String() +
+					": a node tried to join with another --network-name or --network-secret; no session")
+			}
+		} else {
+			n.drops.inc("malformed")
+		}
+		return
+	}
+	n.pending[idx] = &pendingHandshake{resp: resp, link: from, started: time.Now()}
+	if err := from.Send(msg2); err != nil {
+		n.log.Debug("send handshake response", "to", from.RemoteAddr(), "err", err)
+	}
+}
+
+func (n *Node) takePending(pkt []byte) *pendingHandshake {
+	idx, ok := session.ReceiverIndex(pkt)
+	if !ok {
+		return nil
+	}
+	n.hsMu.Lock()
+	defer n.hsMu.Unlock()
+	ph := n.pending[idx]
+	if ph != nil {
+		delete(n.pending, idx)
+	}
+	return ph
+}
+
+func (n *Node) handleResp(pkt []byte, from underlay.Link) {
+	ph := n.takePending(pkt)
+	if ph == nil || ph.init == nil {
+		n.drops.inc("unknown_session")
+		return
+	}
+	kp, msg3, peerHello, err := ph.init.Finish(pkt, n.hello)
+	if err != nil {
+		n.drops.inc("decrypt")
+		ph.finish(0)
+		return
+	}
+	if err := from.Send(msg3); err != nil {
+		n.log.Debug("send handshake final", "to", from.RemoteAddr(), "err", err)
+	}
+	if n.establish(kp, from, peerHello) {
+		ph.finish(kp.PeerID())
+	} else {
+		ph.finish(0)
+	}
+}
+
+func (n *Node) handleFinal(pkt []byte, from underlay.Link) {
+	ph := n.takePending(pkt)
+	if ph == nil || ph.resp == nil {
+		n.drops.inc("unknown_session")
+		return
+	}
+	kp, peerHello, err := ph.resp.Finish(pkt)
+	if err != nil {
+		n.drops.inc("decrypt")
+		return
+	}
+	n.establish(kp, from, peerHello)
+}
+
+func (ph *pendingHandshake) finish(id session.NodeID) {
+	if ph.done != nil {
+		select {
+		case ph.done <- id:
+		default:
+		}
+	}
+}
+
+// tickHandshakes expires unanswered handshakes and old rate-limit entries.
+func (n *Node) tickHandshakes(now time.Time) {
+	n.hsMu.Lock()
+	var failed []*pendingHandshake
+	for i, ph := range n.pending {
+		if now.Sub(ph.started) > HandshakeTimeout {
+			delete(n.pending, i)
+			failed = append(failed, ph)
+		}
+	}
+	for a, t := range n.mismatchAt {
+		if now.Sub(t) > time.Minute {
+			delete(n.mismatchAt, a)
+		}
+	}
+	for a, t := range n.hintAt {
+		if now.Sub(t) > 10*time.Second {
+			delete(n.hintAt, a)
+		}
+	}
+	n.hsMu.Unlock()
+	n.mu.Lock()
+	for _, p := range n.peers {
+		if p.rekeying {
+			if kp := p.cur.Load(); kp != nil && now.Sub(kp.Created()) > RekeyAfter+3*HandshakeTimeout {
+				p.rekeying = false // try again
+			}
+		}
+	}
+	n.mu.Unlock()
+	for _, ph := range failed {
+		ph.finish(0)
+	}
+}
+
+// unknownSession answers a data packet for a session this node does not have (typically: this node
+// restarted and the peer still uses the old keys) by starting a handshake towards the sender, at most
+// once per second per address. A forged packet can only make us send one handshake message.
+func (n *Node) unknownSession(from underlay.Link) {
+	if from.Network() != "udp" {
+		return
+	}
+	n.hsMu.Lock()
+	a := from.RemoteAddr()
+	t, ok := n.hintAt[a]
+	if ok && time.Since(t) < time.Second {
+		n.hsMu.Unlock()
+		return
+	}
+	n.hintAt[a] = time.Now()
+	n.hsMu.Unlock()
+	n.initiate(from, nil, 0)
+}
+
+// dialLoop keeps a session to one --peer address for the life of the node: resolve, dial, handshake,
+// then wait until that peer dies (or its TCP connection closes), and start again. Failed attempts back
+// off from BackoffMin to BackoffMax, forever.
+func (n *Node) dialLoop(target config.URI) {
+	backoff := BackoffMin
+	failures := 0
+	var lastAdvice time.Time
+	for n.ctx.Err() == nil {
+		id, link, err := n.dialOnce(target)
+		if err == nil {
+			failures = 0
+			backoff = BackoffMin
+			n.waitPeerGone(id, link)
+			continue
+		}
+		failures++
+		n.log.Debug("peer attempt failed", "peer", target.String(), "attempt", failures, "err", err)
+		if failures >= 3 && time.Since(lastAdvice) > 30*time.Second {
+			lastAdvice = time.Now()
+			n.log.Warn(fmt.Sprintf("no valid handshake answer from %s after %d attempts (%v): the node may be down or unreachable, "+
+				"a firewall may drop %s port %d, or its --network-name / --network-secret differ from this node's",
+				target, failures, err, target.Scheme, target.Port))
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, BackoffMax)
+	}
+}
+
+func (n *Node) dialOnce(target config.URI) (session.NodeID, underlay.Link, error) {
+	ctx, cancel := context.WithTimeout(n.ctx, HandshakeTimeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", target.Host)
+	if err != nil || len(addrs) == 0 {
+		return 0, nil, fmt.Errorf("resolve %s: %w", target.Host, err)
+	}
+	// Prefer IPv4 when the name has both: the underlay sockets of most nodes are IPv4.
+	addr := addrs[0]
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			addr = a.Unmap()
+			break
+		}
+	}
+	ap := netip.AddrPortFrom(addr, target.Port)
+	link, err := n.tr.Dial(ctx, target.Scheme, ap)
+	if err != nil {
+		return 0, nil, err
+	}
+	done := make(chan session.NodeID, 1)
+	n.initiate(link, done, 0)
+	select {
+	case id := <-done:
+		if id == 0 {
+			if target.Scheme == "tcp" {
+				link.Close()
+			}
+			return 0, nil, errors.New("handshake refused or failed")
+		}
+		return id, link, nil
+	case <-n.ctx.Done():
+		return 0, nil, n.ctx.Err()
+	case <-time.After(HandshakeTimeout + timerTick*2):
+		if target.Scheme == "tcp" {
+			link.Close()
+		}
+		return 0, nil, errors.New("no answer")
+	}
+}
+
+// waitPeerGone blocks until the peer reached through a dial is dead or the dialled TCP connection closed.
+func (n *Node) waitPeerGone(id session.NodeID, link underlay.Link) {
+	n.mu.RLock()
+	p := n.peers[id]
+	var down chan struct{}
+	if p != nil && p.alive {
+		down = p.down
+	}
+	n.mu.RUnlock()
+	if down == nil {
+		return
+	}
+	select {
+	case <-n.ctx.Done():
+	case <-down:
+	case <-link.Done():
+		// Our TCP connection died; if the peer is still reachable another way, it stays up.
+	}
+}

@@ -1,0 +1,256 @@
+// Package node runs one weft node: the TUN device, the underlay sockets, the encrypted sessions with its
+// direct peers, the link-state mesh and the local control API.
+//
+// Goroutines and their owners (all started and waited for by Run):
+//   - tunLoop: reads IP packets from the TUN and sends each to the next hop of its destination (dataplane.go)
+//   - the underlay's reader goroutines: hand every received packet to handlePacket (handshake or data)
+//   - timerLoop: keepalives, dead-peer detection, rekeying, handshake timeouts, announce refresh (peer.go)
+//   - one dialer per --peer: keeps a session to that address, retrying with capped backoff (handshake.go)
+//   - the control server and, if asked for, the metrics server
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weft-vpn/weft/internal/config"
+	"github.com/weft-vpn/weft/internal/control"
+	"github.com/weft-vpn/weft/internal/mesh"
+	"github.com/weft-vpn/weft/internal/session"
+	"github.com/weft-vpn/weft/internal/tun"
+	"github.com/weft-vpn/weft/internal/underlay"
+)
+
+// Timers of the peer protocol. The failover bound stated in the README is DeadPeerTimeout + 2 s.
+const (
+	// KeepaliveInterval is how often a ping goes to every direct peer (liveness and latency).
+	KeepaliveInterval = time.Second
+	// DeadPeerTimeout is how long a peer may stay silent before its session is declared dead.
+	DeadPeerTimeout = 5 * time.Second
+	// HandshakeTimeout is how long an initiator waits for the answer to one handshake attempt.
+	HandshakeTimeout = 2 * time.Second
+	// BackoffMin and BackoffMax bound the wait between two attempts to reach a --peer that is down.
+	BackoffMin = 500 * time.Millisecond
+	BackoffMax = 4 * time.Second
+	// RekeyAfter is the age at which the initiator of a session replaces its keys; RejectAfter is the age
+	// past which a keypair is no longer used at all.
+	RekeyAfter  = 120 * time.Second
+	RejectAfter = 180 * time.Second
+	timerTick   = 200 * time.Millisecond
+)
+
+// Options configure a Node.
+type Options struct {
+	Config  config.Config
+	Version string
+	Log     *slog.Logger
+}
+
+// Node is one running weft node. Create it with New and run it with Run.
+type Node struct {
+	cfg     config.Config
+	version string
+	log     *slog.Logger
+	started time.Time
+
+	id    session.Identity
+	self  session.NodeID
+	scfg  session.Config
+	hello []byte
+
+	dev       tun.Device
+	tr        *underlay.Transport
+	listeners []string
+
+	db    *mesh.DB
+	table atomic.Pointer[mesh.Table]
+
+	mu      sync.RWMutex
+	peers   map[session.NodeID]*peer
+	indices map[uint32]*keyEntry
+
+	hsMu       sync.Mutex
+	pending    map[uint32]*pendingHandshake
+	mismatchAt map[netip.Addr]time.Time // rate limit of the secret-mismatch log line
+	hintAt     map[netip.AddrPort]time.Time
+
+	recomputeMu sync.Mutex
+	annMu      sync.Mutex
+	annSeq     uint64
+	annDirty   bool
+	annFlooded time.Time
+	kernel     map[netip.Prefix]bool // routes installed on the TUN besides the connected network
+
+	warnMu   sync.Mutex
+	warnings map[string]string // key -> text
+
+	traffic sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
+	drops   dropCounters
+	metrics *prometheus.Registry
+
+	ctx context.Context
+	wg  sync.WaitGroup
+}
+
+// New checks what can be checked without touching the system and returns a node ready to Run.
+func New(opts Options) (*Node, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	n := &Node{
+		cfg:        opts.Config,
+		version:    opts.Version,
+		log:        log,
+		peers:      make(map[session.NodeID]*peer),
+		indices:    make(map[uint32]*keyEntry),
+		pending:    make(map[uint32]*pendingHandshake),
+		mismatchAt: make(map[netip.Addr]time.Time),
+		hintAt:     make(map[netip.AddrPort]time.Time),
+		kernel:     make(map[netip.Prefix]bool),
+		warnings:   make(map[string]string),
+	}
+	return n, nil
+}
+
+// Run brings the node up, serves until ctx is cancelled or a fatal error happens, then takes everything
+// down again (TUN, routes, sockets, control socket). It returns the first fatal error, or nil after ctx
+// was cancelled.
+func (n *Node) Run(ctx context.Context) error {
+	cfg := n.cfg
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n.ctx = ctx
+
+	// Claim the control socket first: a second node for the same device must fail here, with a clear
+	// message, before it touches the TUN.
+	ln, err := control.Listen(cfg.Control)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+
+	n.id, err = session.LoadOrCreateIdentity(cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("node identity: %w", err)
+	}
+	n.self = n.id.NodeID()
+	n.scfg = session.Config{
+		Identity:    n.id,
+		PSK:         session.DerivePSK(cfg.NetworkName, cfg.NetworkSecret),
+		AESHardware: session.HasAESHardware(),
+	}
+	n.hello = hello{IPv4: cfg.IPv4, Hostname: cfg.Hostname}.marshal()
+	n.db = mesh.NewDB(n.self)
+	n.started = time.Now()
+	n.annSeq = uint64(n.started.UnixNano())
+	n.log = n.log.With("node", n.self.String())
+
+	n.dev, err = tun.Create(cfg.Dev, cfg.MTU)
+	if err != nil {
+		return fmt.Errorf("create TUN %s: %w (weft needs root or CAP_NET_ADMIN and /dev/net/tun)", cfg.Dev, err)
+	}
+	defer func() {
+		n.removeKernelRoutes()
+		n.dev.Close()
+		_ = tun.Delete(cfg.Dev)
+	}()
+	if err := tun.Configure(cfg.Dev, cfg.IPv4, cfg.MTU); err != nil {
+		return fmt.Errorf("configure %s: %w", cfg.Dev, err)
+	}
+
+	n.tr = underlay.New(n.handlePacket, n.log)
+	defer n.tr.Close()
+	for _, u := range cfg.Listen {
+		bound, err := n.tr.Listen(u)
+		if err != nil {
+			return fmt.Errorf("%w: is another program using that port? choose another --listen", err)
+		}
+		n.listeners = append(n.listeners, bound.String())
+	}
+
+	n.metrics = prometheus.NewRegistry()
+	n.metrics.MustRegister(&collector{n: n})
+	n.reannounce()
+
+	errc := make(chan error, 4)
+	n.goFn(func() { n.tunLoop(errc) })
+	n.goFn(n.timerLoop)
+	for _, p := range cfg.Peer {
+		n.goFn(func() { n.dialLoop(p) })
+	}
+	srv := control.NewServer(backend{n}, n.metrics, n.log)
+	n.goFn(func() {
+		if err := srv.Serve(ctx, ln); err != nil {
+			errc <- fmt.Errorf("control socket: %w", err)
+		}
+	})
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			cancel()
+			n.wg.Wait()
+			return fmt.Errorf("--metrics-listen %s: %w", cfg.MetricsListen, err)
+		}
+		hs := &http.Server{Handler: promhttp.HandlerFor(n.metrics, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		n.goFn(func() { _ = hs.Serve(mln) })
+		n.goFn(func() { <-ctx.Done(); hs.Close() })
+	}
+	n.log.Info("weft node up", "hostname", cfg.Hostname, "ipv4", cfg.IPv4, "dev", cfg.Dev,
+		"listen", n.listeners, "peers", len(cfg.Peer), "version", n.version)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	cancel()
+	n.log.Info("weft node shutting down")
+	n.tr.Close()
+	n.dev.Close() // unblocks tunLoop
+	n.wg.Wait()
+	return runErr
+}
+
+func (n *Node) goFn(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// setWarning records (text != "") or clears a warning shown by `weft status`.
+func (n *Node) setWarning(key, text string) {
+	n.warnMu.Lock()
+	defer n.warnMu.Unlock()
+	old, had := n.warnings[key]
+	if text == "" {
+		delete(n.warnings, key)
+		return
+	}
+	n.warnings[key] = text
+	if !had || old != text {
+		n.log.Warn(text)
+	}
+}
+
+// isClosed reports whether err means the node is shutting down.
+func isClosed(err error) bool {
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
+}

@@ -1,0 +1,193 @@
+package node
+
+// What a running node shows: the control API's status, peers and routes, drop counters, and the
+// Prometheus metrics (read from the same atomic counters at scrape time, so the data path pays nothing
+// for them).
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weft-vpn/weft/internal/control"
+	"github.com/weft-vpn/weft/internal/mesh"
+	"github.com/weft-vpn/weft/internal/session"
+)
+
+// dropReasons are the reasons a packet is dropped; each has its own counter.
+var dropReasons = [...]string{
+	"malformed", "decrypt", "replay", "unknown_session", "psk_mismatch", "handshake_flood", "no_route",
+	"no_session", "ttl_exceeded", "not_ipv4", "seal", "send", "tun_read", "tun_write", "other",
+}
+
+// dropCounters counts dropped packets by reason without locks.
+type dropCounters struct {
+	c [len(dropReasons)]atomic.Uint64
+}
+
+func (d *dropCounters) inc(reason string) {
+	i := slices.Index(dropReasons[:], reason)
+	if i < 0 {
+		i = len(dropReasons) - 1
+	}
+	d.c[i].Add(1)
+}
+
+func (d *dropCounters) snapshot() map[string]uint64 {
+	m := make(map[string]uint64)
+	for i := range d.c {
+		if v := d.c[i].Load(); v != 0 {
+			m[dropReasons[i]] = v
+		}
+	}
+	return m
+}
+
+// backend implements control.Backend for a node.
+type backend struct{ n *Node }
+
+func (b backend) Status() control.Status {
+	n := b.n
+	n.warnMu.Lock()
+	warnings := make([]string, 0, len(n.warnings))
+	for _, w := range n.warnings {
+		warnings = append(warnings, w)
+	}
+	n.warnMu.Unlock()
+	slices.Sort(warnings)
+	return control.Status{
+		Hostname:    n.cfg.Hostname,
+		NodeID:      n.self.String(),
+		IPv4:        n.cfg.IPv4.String(),
+		NetworkName: n.cfg.NetworkName,
+		Dev:         n.cfg.Dev,
+		MTU:         n.cfg.MTU,
+		Listeners:   n.listeners,
+		Version:     n.version,
+		Warnings:    warnings,
+		Drops:       n.drops.snapshot(),
+		UptimeS:     time.Since(n.started).Seconds(),
+	}
+}
+
+func (b backend) Peers() []control.Peer {
+	n := b.n
+	tab := n.table.Load()
+	var out []control.Peer
+	for _, info := range tab.Nodes() {
+		cp := control.Peer{
+			Hostname: info.Hostname,
+			NodeID:   info.ID.String(),
+			IPv4:     info.IPv4.Addr().String(),
+			Tunnel:   "relay",
+		}
+		if hop, ok := tab.Node(info.NextHop); ok {
+			cp.NextHop = hop.IPv4.Addr().String()
+		}
+		// Latency of a relayed node: the sum of the measured link RTTs on its path.
+		cp.LatencyMS = float64(info.CostUS-uint64(info.Hops)*mesh.HopPenaltyUS) / 1000
+		if p := n.livePeer(info.ID); p != nil && info.Hops == 1 {
+			cp.Direct = true
+			if l := p.sendLink(); l != nil {
+				cp.Endpoint = endpointString(l)
+				cp.Tunnel = l.Network()
+			}
+			cp.LatencyMS = float64(p.rttUS.Load()) / 1000
+			if t := p.lastHandshake.Load(); t != 0 {
+				ts := time.Unix(0, t).UTC()
+				cp.LastHandshake = &ts
+			}
+		}
+		c := n.trafficOf(info.ID)
+		cp.RxBytes, cp.TxBytes = c.rxBytes.Load(), c.txBytes.Load()
+		out = append(out, cp)
+	}
+	return out
+}
+
+func (b backend) Routes() []control.Route {
+	tab := b.n.table.Load()
+	var out []control.Route
+	for _, r := range tab.Routes() {
+		info, ok := tab.Node(r.Node)
+		if !ok {
+			continue
+		}
+		cr := control.Route{
+			Prefix:   r.Prefix.String(),
+			NodeID:   r.Node.String(),
+			Hostname: info.Hostname,
+			Hops:     info.Hops,
+			Cost:     float64(info.CostUS) / 1000,
+			Proxy:    "deny",
+		}
+		if r.Proxy {
+			cr.Proxy = "allow"
+		}
+		if hop, ok := tab.Node(info.NextHop); ok {
+			cr.NextHop = hop.IPv4.Addr().String()
+		}
+		out = append(out, cr)
+	}
+	return out
+}
+
+// collector exposes the node's counters as Prometheus metrics.
+type collector struct{ n *Node }
+
+var (
+	descPeerRx       = prometheus.NewDesc("weft_peer_rx_bytes_total", "Bytes of IP packets received from a node.", []string{"node_id", "hostname"}, nil)
+	descPeerTx       = prometheus.NewDesc("weft_peer_tx_bytes_total", "Bytes of IP packets sent to a node.", []string{"node_id", "hostname"}, nil)
+	descPeerRxPkts   = prometheus.NewDesc("weft_peer_rx_packets_total", "IP packets received from a node.", []string{"node_id", "hostname"}, nil)
+	descPeerTxPkts   = prometheus.NewDesc("weft_peer_tx_packets_total", "IP packets sent to a node.", []string{"node_id", "hostname"}, nil)
+	descHandshakes   = prometheus.NewDesc("weft_peer_handshakes_total", "Completed handshakes with a direct peer.", []string{"node_id", "hostname"}, nil)
+	descPeerLatency  = prometheus.NewDesc("weft_peer_latency_seconds", "Smoothed round-trip time to a direct peer.", []string{"node_id", "hostname"}, nil)
+	descDrops        = prometheus.NewDesc("weft_dropped_packets_total", "Packets dropped, by reason.", []string{"reason"}, nil)
+	descReachable    = prometheus.NewDesc("weft_nodes_reachable", "Nodes reachable through the mesh, this one excluded.", nil, nil)
+	descDirectPeers  = prometheus.NewDesc("weft_direct_peers", "Direct peers with a live session.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPeerRx, descPeerTx, descPeerRxPkts, descPeerTxPkts, descHandshakes,
+		descPeerLatency, descDrops, descReachable, descDirectPeers} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	tab := n.table.Load()
+	names := map[session.NodeID]string{}
+	for _, info := range tab.Nodes() {
+		names[info.ID] = info.Hostname
+	}
+	n.traffic.Range(func(k, v any) bool {
+		id, cn := k.(session.NodeID), v.(*counters)
+		lv := []string{id.String(), names[id]}
+		ch <- prometheus.MustNewConstMetric(descPeerRx, prometheus.CounterValue, float64(cn.rxBytes.Load()), lv...)
+		ch <- prometheus.MustNewConstMetric(descPeerTx, prometheus.CounterValue, float64(cn.txBytes.Load()), lv...)
+		ch <- prometheus.MustNewConstMetric(descPeerRxPkts, prometheus.CounterValue, float64(cn.rxPackets.Load()), lv...)
+		ch <- prometheus.MustNewConstMetric(descPeerTxPkts, prometheus.CounterValue, float64(cn.txPackets.Load()), lv...)
+		return true
+	})
+	n.mu.RLock()
+	direct := 0
+	for id, p := range n.peers {
+		lv := []string{id.String(), p.hello.Hostname}
+		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, float64(p.handshakes.Load()), lv...)
+		if p.alive {
+			direct++
+			ch <- prometheus.MustNewConstMetric(descPeerLatency, prometheus.GaugeValue, float64(p.rttUS.Load())/1e6, lv...)
+		}
+	}
+	n.mu.RUnlock()
+	for i, r := range dropReasons {
+		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n.drops.c[i].Load()), r)
+	}
+	ch <- prometheus.MustNewConstMetric(descReachable, prometheus.GaugeValue, float64(len(names)))
+	ch <- prometheus.MustNewConstMetric(descDirectPeers, prometheus.GaugeValue, float64(direct))
+}
+
+var _ control.Backend = backend{}

@@ -1,0 +1,260 @@
+package node
+
+// Direct peers: the sessions this node holds, their keys, liveness and latency. A peer is a node with at
+// least one live keypair; it dies when nothing authenticated arrived from it for DeadPeerTimeout.
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/weft-vpn/weft/internal/session"
+	"github.com/weft-vpn/weft/internal/underlay"
+)
+
+// counters are byte and packet totals, updated on the data path without locks.
+type counters struct {
+	rxBytes, txBytes, rxPackets, txPackets atomic.Uint64
+}
+
+func (n *Node) trafficOf(id session.NodeID) *counters {
+	if c, ok := n.traffic.Load(id); ok {
+		return c.(*counters)
+	}
+	c, _ := n.traffic.LoadOrStore(id, new(counters))
+	return c.(*counters)
+}
+
+// keyEntry maps a local session index to its keypair and peer.
+type keyEntry struct {
+	kp   *session.Keypair
+	peer *peer
+}
+
+type linkBox struct{ l underlay.Link }
+
+type peer struct {
+	id session.NodeID
+
+	cur  atomic.Pointer[session.Keypair] // the keypair packets are sent with
+	link atomic.Pointer[linkBox]         // where packets are sent; the source of the last authenticated packet
+
+	lastRecv      atomic.Int64 // unix nanos of the last authenticated packet
+	lastHandshake atomic.Int64 // unix nanos, 0 = never
+	rttUS         atomic.Int64 // smoothed round-trip time, microseconds; 0 = not measured yet
+	handshakes    atomic.Uint64
+
+	// Guarded by Node.mu.
+	hello    hello
+	prev     *session.Keypair // kept for packets still in flight under the old keys
+	alive    bool
+	pingSeq  uint32
+	lastPing time.Time
+	rekeying bool
+	costUS   uint32 // cost last announced, for hysteresis
+	down     chan struct{}
+}
+
+func (p *peer) sendLink() underlay.Link {
+	if b := p.link.Load(); b != nil {
+		return b.l
+	}
+	return nil
+}
+
+// establish installs a fresh keypair for the peer it authenticates. It refuses a peer that has this node's
+// own node_id or virtual IP. It reports whether the session was accepted.
+func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []byte) bool {
+	h, err := parseHello(peerHello)
+	if err != nil {
+		n.drops.inc("malformed")
+		return false
+	}
+	id := kp.PeerID()
+	from := link.RemoteAddr()
+	if id == n.self {
+		n.setWarning("dup-id-"+from.String(), "refused peer at "+link.Network()+"://"+from.String()+
+			": it has this node's own node_id "+id.String()+" (a copied state dir?): delete node.key in the state dir of one of them and restart it")
+		return false
+	}
+	if h.IPv4.Addr() == n.cfg.IPv4.Addr() {
+		n.setWarning("dup-ip-"+id.String(), "refused peer "+h.Hostname+" ("+id.String()+") at "+from.String()+
+			": it uses this node's virtual IP "+h.IPv4.Addr().String()+"; give each node its own --ipv4")
+		return false
+	}
+	now := time.Now()
+	n.mu.Lock()
+	p := n.peers[id]
+	if p == nil {
+		p = &peer{id: id, down: make(chan struct{})}
+		n.peers[id] = p
+	}
+	if p.prev != nil {
+		delete(n.indices, p.prev.LocalIndex())
+	}
+	p.prev = p.cur.Load()
+	p.cur.Store(kp)
+	n.indices[kp.LocalIndex()] = &keyEntry{kp: kp, peer: p}
+	p.link.Store(&linkBox{link})
+	p.lastRecv.Store(now.UnixNano())
+	p.lastHandshake.Store(now.UnixNano())
+	p.handshakes.Add(1)
+	p.hello = h
+	p.rekeying = false
+	wasAlive := p.alive
+	p.alive = true
+	if !wasAlive {
+		p.down = make(chan struct{})
+		p.lastPing = time.Time{}
+	}
+	n.mu.Unlock()
+	if !wasAlive {
+		n.log.Info("peer up", "peer", id.String(), "hostname", h.Hostname, "ipv4", h.IPv4.Addr(),
+			"endpoint", link.Network()+"://"+from.String(), "cipher", kp.Cipher().String())
+		n.reannounce()
+		n.sendDatabase(p)
+	} else {
+		n.log.Debug("session rekeyed", "peer", id.String())
+	}
+	return true
+}
+
+// peerDown forgets a dead peer's keys; routes are recomputed without it.
+func (n *Node) peerDown(p *peer, why string) {
+	n.mu.Lock()
+	if !p.alive {
+		n.mu.Unlock()
+		return
+	}
+	p.alive = false
+	if kp := p.cur.Swap(nil); kp != nil {
+		delete(n.indices, kp.LocalIndex())
+	}
+	if p.prev != nil {
+		delete(n.indices, p.prev.LocalIndex())
+		p.prev = nil
+	}
+	close(p.down)
+	n.mu.Unlock()
+	n.log.Warn("peer down", "peer", p.id.String(), "hostname", p.hello.Hostname, "reason", why)
+	n.reannounce()
+}
+
+// peer returns the live direct peer with that ID, or nil.
+func (n *Node) livePeer(id session.NodeID) *peer {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if p := n.peers[id]; p != nil && p.alive {
+		return p
+	}
+	return nil
+}
+
+// timerLoop drives everything periodic.
+func (n *Node) timerLoop() {
+	t := time.NewTicker(timerTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case now := <-t.C:
+			n.tickPeers(now)
+			n.tickHandshakes(now)
+			n.tickAnnounce(now)
+		}
+	}
+}
+
+func (n *Node) tickPeers(now time.Time) {
+	type action struct {
+		p     *peer
+		dead  bool
+		ping  bool
+		rekey bool
+		seq   uint32
+	}
+	var acts []action
+	n.mu.Lock()
+	for _, p := range n.peers {
+		if !p.alive {
+			continue
+		}
+		a := action{p: p}
+		if now.Sub(time.Unix(0, p.lastRecv.Load())) > DeadPeerTimeout || linkClosed(p.sendLink()) {
+			a.dead = true
+		} else {
+			if now.Sub(p.lastPing) >= KeepaliveInterval {
+				p.pingSeq++
+				p.lastPing = now
+				a.ping, a.seq = true, p.pingSeq
+			}
+			if kp := p.cur.Load(); kp != nil {
+				age := now.Sub(kp.Created())
+				if age > RejectAfter {
+					a.dead = true
+				} else if age > RekeyAfter && kp.Initiator() && !p.rekeying {
+					p.rekeying = true
+					a.rekey = true
+				}
+			}
+		}
+		acts = append(acts, a)
+	}
+	n.mu.Unlock()
+	for _, a := range acts {
+		switch {
+		case a.dead:
+			n.peerDown(a.p, "no packet for "+DeadPeerTimeout.String())
+		default:
+			if a.ping {
+				var b [pingLen]byte
+				n.sendControl(a.p, appendPing(b[:0], msgPing, a.seq, now.UnixNano()))
+			}
+			if a.rekey {
+				if l := a.p.sendLink(); l != nil {
+					n.initiate(l, nil, a.p.id)
+				}
+			}
+		}
+	}
+}
+
+// linkClosed reports whether l is a TCP connection that has closed.
+func linkClosed(l underlay.Link) bool {
+	if l == nil {
+		return false
+	}
+	select {
+	case <-l.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// onPong updates the smoothed RTT from a pong.
+func (n *Node) onPong(p *peer, sentNanos int64) {
+	rtt := time.Since(time.Unix(0, sentNanos))
+	if rtt < 0 || rtt > 30*time.Second {
+		return
+	}
+	us := rtt.Microseconds()
+	if us < 1 {
+		us = 1
+	}
+	old := p.rttUS.Load()
+	if old == 0 {
+		p.rttUS.Store(us)
+	} else {
+		p.rttUS.Store(old + (us-old)/8)
+	}
+}
+
+// endpointString is the underlay address of a peer's current link.
+func endpointString(l interface{ RemoteAddr() netip.AddrPort }) string {
+	if l == nil {
+		return ""
+	}
+	return l.RemoteAddr().String()
+}
