@@ -18,8 +18,8 @@ import (
 	_ "golang.org/x/net/ipv4"
 	_ "golang.org/x/sys/unix"
 	_ "golang.zx2c4.com/wireguard/tun"
-	_ "gvisor.dev/gvisor/pkg/tcpip/stack"
-	_ "gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	_ "gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	_ "gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	_ "gvisor.dev/gvisor/pkg/tcpip/stack"
+	_ "gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )

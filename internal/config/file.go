@@ -54,20 +54,28 @@ func loadFile(path string, all []setting) (layer, map[string]bool, error) {
 
 // checkKeys rejects keys that no setting has. Tables are known when some key lies inside them.
 func checkKeys(md toml.MetaData, all []setting) error {
-	known := make(map[string]bool)
+	known := make(map[string]bool)  // keys of settings
+	tables := make(map[string]bool) // tables that hold keys of settings
 	for _, s := range all {
 		if s.key == "" {
 			continue
 		}
 		parts := strings.Split(s.key, ".")
-		for i := range parts {
-			known[toml.Key(parts[:i+1]).String()] = true
+		known[s.key] = true
+		for i := 1; i < len(parts); i++ {
+			tables[strings.Join(parts[:i], ".")] = true
 		}
 	}
 	var errs []error
 	for _, k := range md.Keys() {
 		name := k.String()
 		if known[name] {
+			continue
+		}
+		if tables[name] {
+			if md.Type(k...) != "Hash" {
+				errs = append(errs, fmt.Errorf("key %q must be a table, e.g. [%s]", name, name))
+			}
 			continue
 		}
 		hint := "keys are the flag names with '_' for '-'; see weft up --help"

@@ -27,8 +27,12 @@ func RegisterFlags(fs *pflag.FlagSet) *Flags {
 		flag := fs.VarPF(s.bind(f.values), s.flag, "", usage)
 		flag.NoOptDefVal = s.noArg
 		flag.DefValue = s.defaultText()
-		if strings.HasPrefix(flag.DefValue, "(") {
-			flag.Usage += " " + flag.DefValue
+		if remark, ok := strings.CutPrefix(flag.DefValue, "("); ok {
+			remark = strings.TrimSuffix(remark, ")")
+			if remark != "required" {
+				remark = "default: " + remark
+			}
+			flag.Usage += " (" + remark + ")"
 			flag.DefValue = ""
 		}
 	}

@@ -48,7 +48,7 @@ func settings() []setting {
 			func(l *layer) *string { return &l.Hostname }).withDefault("(machine hostname)"),
 		scalar(stringCodec(), "network-name", "`NAME` of the mesh, the same on every node",
 			func(l *layer) *string { return &l.NetworkName }).withDefault("(required)"),
-		scalar(stringCodec(), "network-secret", "shared `SECRET` of the mesh (prefer "+EnvNetworkSecret+" or --network-secret-file: flags show in ps)",
+		scalar(stringCodec(), "network-secret", "shared `SECRET` of the mesh; prefer the environment or --network-secret-file, as flags show in ps",
 			func(l *layer) *string { return &l.NetworkSecret }).withDefault("(required)").withEnv(EnvNetworkSecret).
 			excluding("network-secret-file").hidden(),
 		scalar(stringCodec(), "network-secret-file", "read the network secret from this `FILE` (one trailing newline is ignored)",
@@ -69,7 +69,7 @@ func settings() []setting {
 			func(l *layer) *string { return &l.StateDir }).withDefault(defaultStateDir("<dev>")),
 		scalar(stringCodec(), "log-level", "`LEVEL` of logs: debug, info, warn or error",
 			func(l *layer) *string { return &l.LogLevel }),
-		scalar(stringCodec(), "metrics-listen", "serve Prometheus metrics on this host:port (`ADDR`), e.g. 127.0.0.1:9100",
+		scalar(stringCodec(), "metrics-listen", "serve Prometheus metrics on this host:port `ADDR`, e.g. 127.0.0.1:9100",
 			func(l *layer) *string { return &l.MetricsListen }).withDefault("(off)"),
 		list(prefixCodec("CIDR", "192.168.50.0/24"), "subnet", "expose this IPv4 LAN to the mesh, e.g. 192.168.50.0/24",
 			func(l *layer) *[]netip.Prefix { return &l.Subnet }),

@@ -111,6 +111,7 @@ listen = ["udp://0.0.0.0:1", "udp://0.0.0.0:2"]
 peer = ["udp://192.0.2.1:1"]
 subnet_snat = false
 `)
+	fileWithSecretFile := writeFile(t, "sf.toml", "network_name = \"n\"\nipv4 = \"10.0.0.1/8\"\nnetwork_secret_file = \""+secretFile+"\"\n")
 	tests := []struct {
 		name    string
 		args    []string
@@ -152,6 +153,15 @@ subnet_snat = false
 		}},
 		{name: "flag secret file beats file secret", args: []string{"--config", base, "--network-secret-file", crlfFile}, check: func(c Config) string {
 			return diff(c.NetworkSecret, "from-crlf")
+		}},
+		{name: "env beats file's secret file", args: []string{"--config", fileWithSecretFile}, env: map[string]string{EnvNetworkSecret: "env-secret"}, check: func(c Config) string {
+			return diff(c.NetworkSecret, "env-secret")
+		}},
+		{name: "flag secret beats file's secret file", args: append([]string{"--config", fileWithSecretFile}, required...), check: func(c Config) string {
+			return diff(c.NetworkSecret, "flag-secret")
+		}},
+		{name: "file's secret file", args: []string{"--config", fileWithSecretFile}, check: func(c Config) string {
+			return diff(c.NetworkSecret, "from-file")
 		}},
 		{name: "secret file relative to config file", args: []string{"--config", writeFileIn(t, filepath.Dir(secretFile), "rel.toml", `network_name = "n"
 ipv4 = "10.0.0.1/8"

@@ -103,12 +103,11 @@ func (v *scalarValue[T]) Set(s string) error {
 
 func (v *scalarValue[T]) Type() string { return v.c.typ }
 
-// listValue is the pflag.Value of a repeatable setting: the first Set replaces the list it is bound to,
-// later ones append, so a repeated flag replaces the file's whole list.
+// listValue is the pflag.Value of a repeatable setting: each Set appends. The flags' layer starts
+// empty, and merge copies a changed list whole, so a list flag replaces the file's list.
 type listValue[T any] struct {
-	p        *[]T
-	c        codec[T]
-	replaced bool
+	p *[]T
+	c codec[T]
 }
 
 func (v *listValue[T]) String() string {
@@ -126,10 +125,6 @@ func (v *listValue[T]) Set(s string) error {
 	parsed, err := v.c.parse(s)
 	if err != nil {
 		return err
-	}
-	if !v.replaced {
-		*v.p = nil
-		v.replaced = true
 	}
 	*v.p = append(*v.p, parsed)
 	return nil

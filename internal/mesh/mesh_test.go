@@ -20,8 +20,8 @@ func nb(id session.NodeID, cost uint32) Neighbor { return Neighbor{ID: id, CostU
 func TestAnnounceRoundTrip(t *testing.T) {
 	a := Announce{
 		Origin: 0x0102030405060708, Seq: 99, Hostname: "alpha", IPv4: netip.MustParsePrefix("10.144.144.1/24"),
-		ProxyIn: true,
-		Subnets: []Subnet{{Prefix: netip.MustParsePrefix("192.168.50.0/24"), Proxy: false}, {Prefix: netip.MustParsePrefix("10.9.0.0/16"), Proxy: true}},
+		ProxyIn:   true,
+		Subnets:   []Subnet{{Prefix: netip.MustParsePrefix("192.168.50.0/24"), Proxy: false}, {Prefix: netip.MustParsePrefix("10.9.0.0/16"), Proxy: true}},
 		Neighbors: []Neighbor{{ID: 7, CostUS: 1500}, {ID: 9, CostUS: 20000}},
 	}
 	b, err := a.AppendBinary(nil)

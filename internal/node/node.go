@@ -87,11 +87,11 @@ type Node struct {
 	hintAt     map[netip.AddrPort]time.Time
 
 	recomputeMu sync.Mutex
-	annMu      sync.Mutex
-	annSeq     uint64
-	annDirty   bool
-	annFlooded time.Time
-	kernel     map[netip.Prefix]bool // routes installed on the TUN besides the connected network
+	annMu       sync.Mutex
+	annSeq      uint64
+	annDirty    bool
+	annFlooded  time.Time
+	kernel      map[netip.Prefix]bool // routes installed on the TUN besides the connected network
 
 	warnMu   sync.Mutex
 	warnings map[string]string // key -> text

@@ -138,15 +138,15 @@ func (b backend) Routes() []control.Route {
 type collector struct{ n *Node }
 
 var (
-	descPeerRx       = prometheus.NewDesc("weft_peer_rx_bytes_total", "Bytes of IP packets received from a node.", []string{"node_id", "hostname"}, nil)
-	descPeerTx       = prometheus.NewDesc("weft_peer_tx_bytes_total", "Bytes of IP packets sent to a node.", []string{"node_id", "hostname"}, nil)
-	descPeerRxPkts   = prometheus.NewDesc("weft_peer_rx_packets_total", "IP packets received from a node.", []string{"node_id", "hostname"}, nil)
-	descPeerTxPkts   = prometheus.NewDesc("weft_peer_tx_packets_total", "IP packets sent to a node.", []string{"node_id", "hostname"}, nil)
-	descHandshakes   = prometheus.NewDesc("weft_peer_handshakes_total", "Completed handshakes with a direct peer.", []string{"node_id", "hostname"}, nil)
-	descPeerLatency  = prometheus.NewDesc("weft_peer_latency_seconds", "Smoothed round-trip time to a direct peer.", []string{"node_id", "hostname"}, nil)
-	descDrops        = prometheus.NewDesc("weft_dropped_packets_total", "Packets dropped, by reason.", []string{"reason"}, nil)
-	descReachable    = prometheus.NewDesc("weft_nodes_reachable", "Nodes reachable through the mesh, this one excluded.", nil, nil)
-	descDirectPeers  = prometheus.NewDesc("weft_direct_peers", "Direct peers with a live session.", nil, nil)
+	descPeerRx      = prometheus.NewDesc("weft_peer_rx_bytes_total", "Bytes of IP packets received from a node.", []string{"node_id", "hostname"}, nil)
+	descPeerTx      = prometheus.NewDesc("weft_peer_tx_bytes_total", "Bytes of IP packets sent to a node.", []string{"node_id", "hostname"}, nil)
+	descPeerRxPkts  = prometheus.NewDesc("weft_peer_rx_packets_total", "IP packets received from a node.", []string{"node_id", "hostname"}, nil)
+	descPeerTxPkts  = prometheus.NewDesc("weft_peer_tx_packets_total", "IP packets sent to a node.", []string{"node_id", "hostname"}, nil)
+	descHandshakes  = prometheus.NewDesc("weft_peer_handshakes_total", "Completed handshakes with a direct peer.", []string{"node_id", "hostname"}, nil)
+	descPeerLatency = prometheus.NewDesc("weft_peer_latency_seconds", "Smoothed round-trip time to a direct peer.", []string{"node_id", "hostname"}, nil)
+	descDrops       = prometheus.NewDesc("weft_dropped_packets_total", "Packets dropped, by reason.", []string{"reason"}, nil)
+	descReachable   = prometheus.NewDesc("weft_nodes_reachable", "Nodes reachable through the mesh, this one excluded.", nil, nil)
+	descDirectPeers = prometheus.NewDesc("weft_direct_peers", "Direct peers with a live session.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {

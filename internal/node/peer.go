@@ -112,10 +112,12 @@ func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []by
 		n.log.Info("peer up", "peer", id.String(), "hostname", h.Hostname, "ipv4", h.IPv4.Addr(),
 			"endpoint", link.Network()+"://"+from.String(), "cipher", kp.Cipher().String())
 		n.reannounce()
-		n.sendDatabase(p)
 	} else {
 		n.log.Debug("session rekeyed", "peer", id.String())
 	}
+	// Every new session gets the whole database: after a restart of the other end (which looks like a
+	// rekey from here) it knows nothing, and without our own announcement it has no route back.
+	n.sendDatabase(p)
 	return true
 }
 

@@ -107,6 +107,11 @@ func NewInitiator(cfg Config, localIndex uint32, payload []byte) (*Initiator, []
 	if err != nil {
 		return nil, nil, err
 	}
+	return newInitiator(cfg, localIndex, payload, eph)
+}
+
+// newInitiator is NewInitiator with a given ephemeral private key.
+func newInitiator(cfg Config, localIndex uint32, payload []byte, eph [32]byte) (*Initiator, []byte, error) {
 	mask := supportedCiphers(cfg.AESHardware)
 	h := &Initiator{
 		cfg:        cfg,
@@ -238,11 +243,16 @@ func Respond(cfg Config, msg1 []byte, localIndex uint32, payload2 []byte) (r *Re
 	if t, ok := PacketType(msg1); !ok || t != TypeHandshakeInit || len(msg1) < initHeaderLen+noiseMsg1Min {
 		return nil, nil, nil, fmt.Errorf("handshake init: not a complete type-%d packet (%d bytes): %w", TypeHandshakeInit, len(msg1), ErrMalformed)
 	}
-	sender := binary.BigEndian.Uint32(msg1[4:8])
 	eph, err := newEphemeral()
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	return respond(cfg, msg1, localIndex, payload2, eph)
+}
+
+// respond is Respond, after the checks, with a given ephemeral private key.
+func respond(cfg Config, msg1 []byte, localIndex uint32, payload2 []byte, eph [32]byte) (r *Responder, msg2 []byte, initPayload []byte, err error) {
+	sender := binary.BigEndian.Uint32(msg1[4:8])
 	r = &Responder{
 		cfg:         cfg,
 		localIndex:  localIndex,

@@ -87,7 +87,8 @@ func roundtrip(t *testing.T, from, to *Keypair, size int) {
 	if idx, _ := ReceiverIndex(pkt); idx != to.LocalIndex() {
 		t.Fatalf("packet receiver index %d, want %d", idx, to.LocalIndex())
 	}
-	if size > 0 && bytes.Contains(pkt, msg) {
+	// Only long messages: a short one may appear in random bytes by chance.
+	if size >= 16 && bytes.Contains(pkt, msg) {
 		t.Fatal("packet contains the plaintext")
 	}
 	got, err := to.Open(nil, pkt)

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -34,6 +35,10 @@ type Keypair struct {
 	_           cpu.CacheLinePad
 	replay      replayWindow
 	send, recv  cipher.AEAD
+	// nonces recycles *[12]byte nonce buffers: a nonce on the stack would
+	// escape through the cipher.AEAD interface and cost an allocation per
+	// packet.
+	nonces sync.Pool
 
 	localIndex, remoteIndex uint32
 	peerStatic              [32]byte
@@ -74,6 +79,7 @@ func newKeypair(p keypairParams) (*Keypair, error) {
 		initiator:   p.initiator,
 		created:     p.created,
 	}
+	k.nonces.New = func() any { return new([12]byte) }
 	copy(k.peerStatic[:], p.peerStatic)
 	k.peerID = NodeIDOf(k.peerStatic)
 	return k, nil
@@ -129,9 +135,9 @@ func (k *Keypair) Seal(dst, plaintext []byte) ([]byte, error) {
 	out[0], out[1], out[2], out[3] = TypeData, 0, 0, 0
 	binary.BigEndian.PutUint32(out[4:8], k.remoteIndex)
 	binary.BigEndian.PutUint64(out[8:16], counter)
-	var nonce [12]byte
-	binary.BigEndian.PutUint64(nonce[4:], counter)
+	nonce := k.nonce(counter)
 	k.send.Seal(out[DataHeaderLen:DataHeaderLen], nonce[:], plaintext, out[:DataHeaderLen])
+	k.nonces.Put(nonce)
 	return ret, nil
 }
 
@@ -175,9 +181,9 @@ func (k *Keypair) Open(dst, pkt []byte) ([]byte, error) {
 			return dst, errOverlap
 		}
 	}
-	var nonce [12]byte
-	binary.BigEndian.PutUint64(nonce[4:], counter)
+	nonce := k.nonce(counter)
 	ret, err := k.recv.Open(dst, nonce[:], pkt[DataHeaderLen:], pkt[:DataHeaderLen])
+	k.nonces.Put(nonce)
 	if err != nil {
 		return dst, ErrDecrypt
 	}
@@ -185,6 +191,15 @@ func (k *Keypair) Open(dst, pkt []byte) ([]byte, error) {
 		return dst, ErrReplay
 	}
 	return ret, nil
+}
+
+// nonce returns a pooled nonce buffer holding 4 zero bytes and the
+// big-endian counter. Return it to k.nonces after use.
+func (k *Keypair) nonce(counter uint64) *[12]byte {
+	n := k.nonces.Get().(*[12]byte)
+	binary.BigEndian.PutUint32(n[:4], 0)
+	binary.BigEndian.PutUint64(n[4:], counter)
+	return n
 }
 
 // anyOverlap reports whether x and y share any byte of memory.

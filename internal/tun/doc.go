@@ -75,18 +75,20 @@ var ErrTooManySegments = errors.New("tun: too many segments for the buffers pass
 //     longer, within its capacity), and may swap elements of bufs. After Write
 //     returns, treat the contents of bufs (both the slice headers and the
 //     bytes) as garbage: rebuild the batch from your own buffer records.
-//     Coalescing only happens when cap(bufs[i]) >= offset+MaxPacketSize;
-//     smaller buffers are still written correctly, just one by one.
+//     A packet only grows within cap(bufs[i]) (Write never allocates), so
+//     give buffers a capacity of offset+MaxPacketSize to let GRO build full
+//     64 KiB packets; with less room packets are still written correctly,
+//     just less coalesced. Coalescing also needs valid TCP/UDP checksums.
 //   - Neither Read nor Write keeps a reference to bufs after it returns.
 //
 // Results and errors:
 //
 //   - Read: process the n packets first, then look at err. ErrTooManySegments
 //     is not fatal (see it). errors.Is(err, os.ErrClosed) means the device was
-//     closed. Any other Read error is fatal for the device (a broken file
-//     descriptor, its netlink monitor failing, or the kernel handing over a
-//     malformed virtio header): stop reading and tear the device down, as
-//     wireguard-go does.
+//     closed (Close unblocks a pending Read this way). Any other Read error
+//     is fatal for the device (a broken file descriptor, or the kernel
+//     handing over a malformed virtio header): stop reading and tear the
+//     device down, as wireguard-go does.
 //   - Write returns len(bufs), nil when every packet reached the kernel. On a
 //     non-nil error it returns 0: errors.Is(err, os.ErrClosed) is fatal; any
 //     other error is a per-packet failure (EIO while the link is down, EINVAL

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
@@ -13,13 +13,14 @@ import (
 // cloneDevice is the Linux TUN clone device.
 const cloneDevice = "/dev/net/tun"
 
-// closeWait bounds how long Close waits for wireguard-go's monitor goroutines.
-const closeWait = 5 * time.Second
-
-// Create opens (creates) the named TUN device with the MTU (wireguard-go
-// tun.CreateTUN, which enables vnet-header offloads, TSO/GRO, when the kernel
-// supports it). The device is created in the calling thread's network
-// namespace.
+// Create opens (creates) the named TUN device with the MTU, in the calling
+// thread's network namespace. It asks for virtio-net headers, so wireguard-go
+// enables TSO/GRO offloads when the kernel supports them (BatchSize() > 1).
+//
+// Unlike wireguard-go's tun.CreateTUN it does not start wireguard-go's link
+// monitor: weft has no use for its up/down events, and its netlink socket can
+// fail (e.g. ENOBUFS on a busy host) and would then surface as a fatal Read
+// error. The device therefore owns no goroutines.
 func Create(name string, mtu int) (Device, error) {
 	if err := checkMTU(mtu); err != nil {
 		return nil, fmt.Errorf("create TUN device %q: %w", name, err)
@@ -27,21 +28,40 @@ func Create(name string, mtu int) (Device, error) {
 	if name == "" || len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("create TUN device %q: the name must be 1 to %d bytes long", name, unix.IFNAMSIZ-1)
 	}
-	if _, err := os.Stat(cloneDevice); err != nil {
-		return nil, fmt.Errorf("create TUN device %q: %w (load the tun module with `modprobe tun`, or in a container pass --device %s)", name, err, cloneDevice)
-	}
-	wg, err := wgtun.CreateTUN(name, mtu)
+	fd, err := unix.Open(cloneDevice, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("create TUN device %q: %s does not exist (load the tun module with `modprobe tun`; in a container, pass the device in)", name, cloneDevice)
+		}
+		return nil, fmt.Errorf("create TUN device %q: open %s: %w%s", name, cloneDevice, err, createHint(err))
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err != nil {
+		unix.Close(fd)
 		return nil, fmt.Errorf("create TUN device %q: %w%s", name, err, createHint(err))
 	}
-	d := &linuxDevice{wg: wg, name: name, mtu: mtu, eventsDone: make(chan struct{})}
-	// wireguard-go blocks its monitor goroutines once its event channel is
-	// full, so the device owns a goroutine that drains it until Close.
-	go d.drainEvents()
+	// From here the fd belongs to wireguard-go's os.File, even on error.
+	wg, _, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	if err != nil {
+		return nil, fmt.Errorf("create TUN device %q: set up offloads: %w", name, err)
+	}
+	d := &linuxDevice{wg: wg, name: name, mtu: mtu}
+	link, err := linkByName(name)
+	if err == nil {
+		err = netlink.LinkSetMTU(link, mtu)
+	}
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("create TUN device %q: set MTU %d: %w", name, mtu, err)
+	}
 	return d, nil
 }
 
-// createHint says how to fix a failed CreateTUN.
+// createHint says how to fix a failed TUN creation.
 func createHint(err error) string {
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
@@ -56,20 +76,12 @@ func createHint(err error) string {
 
 // linuxDevice adapts wireguard-go's tun.Device to Device.
 type linuxDevice struct {
-	wg         wgtun.Device
-	name       string
-	mtu        int           // the MTU set at creation, used when the query fails
-	eventsDone chan struct{} // closed when drainEvents returns
+	wg   wgtun.Device
+	name string
+	mtu  int // the MTU set at creation, used when the kernel query fails
 }
 
 var _ Device = (*linuxDevice)(nil)
-
-// drainEvents discards wireguard-go's link events until it closes the channel.
-func (d *linuxDevice) drainEvents() {
-	defer close(d.eventsDone)
-	for range d.wg.Events() {
-	}
-}
 
 // Read implements Device.
 func (d *linuxDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -114,16 +126,9 @@ func (d *linuxDevice) MTU() int {
 	return mtu
 }
 
-// Close implements Device. It returns once wireguard-go's monitor goroutines
-// have stopped.
+// Close implements Device.
 func (d *linuxDevice) Close() error {
-	err := d.wg.Close()
-	select {
-	case <-d.eventsDone:
-	case <-time.After(closeWait):
-		return fmt.Errorf("close TUN device %s: its link monitor did not stop within %v", d.name, closeWait)
-	}
-	if err != nil {
+	if err := d.wg.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return fmt.Errorf("close TUN device %s: %w", d.name, err)
 	}
 	return nil

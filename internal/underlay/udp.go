@@ -86,8 +86,8 @@ func (l *udpLink) Send(pkt []byte) error {
 	_, err := l.sock.conn.WriteToUDPAddrPort(pkt, l.addr)
 	return err
 }
-func (l *udpLink) Network() string             { return "udp" }
-func (l *udpLink) RemoteAddr() netip.AddrPort  { return l.addr }
-func (l *udpLink) Done() <-chan struct{}       { return nil } // never ready: a UDP path does not close
-func (l *udpLink) Close() error                { return nil }
-func (l *udpLink) String() string              { return "udp://" + l.addr.String() }
+func (l *udpLink) Network() string            { return "udp" }
+func (l *udpLink) RemoteAddr() netip.AddrPort { return l.addr }
+func (l *udpLink) Done() <-chan struct{}      { return nil } // never ready: a UDP path does not close
+func (l *udpLink) Close() error               { return nil }
+func (l *udpLink) String() string             { return "udp://" + l.addr.String() }
