@@ -208,7 +208,7 @@ func TestReconnectAfterKill(t *testing.T) {
 			t.Fatalf("expected the killed node's socket to be left behind: %v", err)
 		}
 		time.Sleep(downFor)
-		a.restart() // replaces the stale socket
+		a.restart()                                     // replaces the stale socket
 		const bound = 3 * (4*time.Second + time.Second) // 3 x (BackoffMax + one handshake)
 		took := mustPing(t, hb, ipA, bound)
 		t.Logf("down for %v: ping through again %v after restart", downFor, took.Round(time.Millisecond))
