@@ -293,3 +293,43 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestHostnamePeerAndMetrics: a --peer given by host name (resolved through the namespace's own
+// /etc/hosts, which `ip netns exec` mounts from /etc/netns/NS/hosts) connects, and the Prometheus
+// endpoint counts the traffic per peer.
+func TestHostnamePeerAndMetrics(t *testing.T) {
+	_, ha, hb := pair(t)
+	dir := filepath.Join("/etc/netns", hb.Netns())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte("127.0.0.1 localhost\n192.0.2.1 alpha.weft.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", extra: []string{"--metrics-listen", "127.0.0.1:9100"}})
+	startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", peers: []string{"udp://alpha.weft.test:11010"}})
+	mustPing(t, hb, ipA, 10*time.Second)
+	hb.Run(t, "ping", "-c", "5", "-i", "0.2", "-s", "1000", ipA.String())
+
+	metrics := ha.Run(t, "curl", "-sf", "http://127.0.0.1:9100/metrics")
+	var rx string
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "weft_peer_rx_bytes_total{") && strings.Contains(line, `hostname="beta"`) {
+			rx = line
+		}
+	}
+	if rx == "" {
+		t.Fatalf("no weft_peer_rx_bytes_total for beta in /metrics:\n%s", metrics)
+	}
+	var v float64
+	fmt.Sscanf(rx[strings.LastIndex(rx, " ")+1:], "%g", &v)
+	if v < 5*1028 {
+		t.Errorf("beta's rx bytes = %v after 5 pings of 1028 bytes: %s", v, rx)
+	}
+	for _, want := range []string{"weft_peer_handshakes_total{", "weft_dropped_packets_total{reason=\"decrypt\"}", "weft_direct_peers 1"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

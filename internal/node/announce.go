@@ -183,6 +183,9 @@ func (n *Node) kernelPrefixes(tab *mesh.Table) map[netip.Prefix]bool {
 }
 
 func (n *Node) syncKernelRoutes(tab *mesh.Table) {
+	if n.fakeDev != nil {
+		return
+	}
 	want := n.kernelPrefixes(tab)
 	n.annMu.Lock()
 	defer n.annMu.Unlock()

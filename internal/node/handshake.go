@@ -178,7 +178,7 @@ func (n *Node) tickHandshakes(now time.Time) {
 	n.hsMu.Lock()
 	var failed []*pendingHandshake
 	for i, ph := range n.pending {
-		if now.Sub(ph.started) > HandshakeTimeout {
+		if now.Sub(ph.started) > n.timers.HandshakeTimeout {
 			delete(n.pending, i)
 			failed = append(failed, ph)
 		}
@@ -197,7 +197,7 @@ func (n *Node) tickHandshakes(now time.Time) {
 	n.mu.Lock()
 	for _, p := range n.peers {
 		if p.rekeying {
-			if kp := p.cur.Load(); kp != nil && now.Sub(kp.Created()) > RekeyAfter+3*HandshakeTimeout {
+			if kp := p.cur.Load(); kp != nil && now.Sub(kp.Created()) > n.timers.RekeyAfter+3*n.timers.HandshakeTimeout {
 				p.rekeying = false // try again
 			}
 		}
@@ -231,14 +231,14 @@ func (n *Node) unknownSession(from underlay.Link) {
 // then wait until that peer dies (or its TCP connection closes), and start again. Failed attempts back
 // off from BackoffMin to BackoffMax, forever.
 func (n *Node) dialLoop(target config.URI) {
-	backoff := BackoffMin
+	backoff := n.timers.BackoffMin
 	failures := 0
 	var lastAdvice time.Time
 	for n.ctx.Err() == nil {
 		id, link, err := n.dialOnce(target)
 		if err == nil {
 			failures = 0
-			backoff = BackoffMin
+			backoff = n.timers.BackoffMin
 			n.waitPeerGone(id, link)
 			continue
 		}
@@ -255,12 +255,12 @@ func (n *Node) dialLoop(target config.URI) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, BackoffMax)
+		backoff = min(backoff*2, n.timers.BackoffMax)
 	}
 }
 
 func (n *Node) dialOnce(target config.URI) (session.NodeID, underlay.Link, error) {
-	ctx, cancel := context.WithTimeout(n.ctx, HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, n.timers.HandshakeTimeout)
 	defer cancel()
 	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", target.Host)
 	if err != nil || len(addrs) == 0 {
@@ -292,7 +292,7 @@ func (n *Node) dialOnce(target config.URI) (session.NodeID, underlay.Link, error
 		return id, link, nil
 	case <-n.ctx.Done():
 		return 0, nil, n.ctx.Err()
-	case <-time.After(HandshakeTimeout + timerTick*2):
+	case <-time.After(n.timers.HandshakeTimeout + timerTick*2):
 		if target.Scheme == "tcp" {
 			link.Close()
 		}

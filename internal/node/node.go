@@ -33,7 +33,7 @@ import (
 	"github.com/weft-vpn/weft/internal/underlay"
 )
 
-// Timers of the peer protocol. The failover bound stated in the README is DeadPeerTimeout + 2 s.
+// Default timers of the peer protocol. The failover bound stated in the README is DeadPeerTimeout + 2 s.
 const (
 	// KeepaliveInterval is how often a ping goes to every direct peer (liveness and latency).
 	KeepaliveInterval = time.Second
@@ -51,17 +51,49 @@ const (
 	timerTick   = 200 * time.Millisecond
 )
 
+// Timers tune the peer protocol; a zero field takes the default constant of the same name. Tests shorten
+// them; production nodes use the defaults.
+type Timers struct {
+	KeepaliveInterval, DeadPeerTimeout, HandshakeTimeout time.Duration
+	BackoffMin, BackoffMax, RekeyAfter, RejectAfter     time.Duration
+}
+
+func (t Timers) withDefaults() Timers {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&t.KeepaliveInterval, KeepaliveInterval)
+	def(&t.DeadPeerTimeout, DeadPeerTimeout)
+	def(&t.HandshakeTimeout, HandshakeTimeout)
+	def(&t.BackoffMin, BackoffMin)
+	def(&t.BackoffMax, BackoffMax)
+	def(&t.RekeyAfter, RekeyAfter)
+	def(&t.RejectAfter, RejectAfter)
+	return t
+}
+
 // Options configure a Node.
 type Options struct {
 	Config  config.Config
 	Version string
-	Log     *slog.Logger
+	// Log receives the node's logs; nil means slog.Default().
+	Log *slog.Logger
+	// Device, when set, is used instead of creating the TUN device Config.Dev, and the node then leaves
+	// the kernel alone: no address, link or route configuration (tests pass a tun.Fake).
+	Device tun.Device
+	// Timers override protocol timers; the zero value means the defaults.
+	Timers Timers
 }
 
 // Node is one running weft node. Create it with New and run it with Run.
 type Node struct {
 	cfg     config.Config
 	version string
+	timers  Timers
+	fakeDev tun.Device
+	ready   chan struct{}
 	log     *slog.Logger
 	started time.Time
 
@@ -116,6 +148,9 @@ func New(opts Options) (*Node, error) {
 	n := &Node{
 		cfg:        opts.Config,
 		version:    opts.Version,
+		timers:     opts.Timers.withDefaults(),
+		fakeDev:    opts.Device,
+		ready:      make(chan struct{}),
 		log:        log,
 		peers:      make(map[session.NodeID]*peer),
 		indices:    make(map[uint32]*keyEntry),
@@ -161,17 +196,22 @@ func (n *Node) Run(ctx context.Context) error {
 	n.annSeq = uint64(n.started.UnixNano())
 	n.log = n.log.With("node", n.self.String())
 
-	n.dev, err = tun.Create(cfg.Dev, cfg.MTU)
-	if err != nil {
-		return fmt.Errorf("create TUN %s: %w (weft needs root or CAP_NET_ADMIN and /dev/net/tun)", cfg.Dev, err)
-	}
-	defer func() {
-		n.removeKernelRoutes()
-		n.dev.Close()
-		_ = tun.Delete(cfg.Dev)
-	}()
-	if err := tun.Configure(cfg.Dev, cfg.IPv4, cfg.MTU); err != nil {
-		return fmt.Errorf("configure %s: %w", cfg.Dev, err)
+	if n.fakeDev != nil {
+		n.dev = n.fakeDev
+		defer n.dev.Close()
+	} else {
+		n.dev, err = tun.Create(cfg.Dev, cfg.MTU)
+		if err != nil {
+			return fmt.Errorf("create TUN %s: %w (weft needs root or CAP_NET_ADMIN and /dev/net/tun)", cfg.Dev, err)
+		}
+		defer func() {
+			n.removeKernelRoutes()
+			n.dev.Close()
+			_ = tun.Delete(cfg.Dev)
+		}()
+		if err := tun.Configure(cfg.Dev, cfg.IPv4, cfg.MTU); err != nil {
+			return fmt.Errorf("configure %s: %w", cfg.Dev, err)
+		}
 	}
 
 	n.tr = underlay.New(n.handlePacket, n.log)
@@ -211,6 +251,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.goFn(func() { _ = hs.Serve(mln) })
 		n.goFn(func() { <-ctx.Done(); hs.Close() })
 	}
+	close(n.ready)
 	n.log.Info("weft node up", "hostname", cfg.Hostname, "ipv4", cfg.IPv4, "dev", cfg.Dev,
 		"listen", n.listeners, "peers", len(cfg.Peer), "version", n.version)
 
@@ -234,6 +275,12 @@ func (n *Node) goFn(f func()) {
 		f()
 	}()
 }
+
+// Ready is closed once the node is up: TUN configured, listeners bound, control socket served.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Listeners returns the URIs the node is bound to (valid once Ready is closed).
+func (n *Node) Listeners() []string { return n.listeners }
 
 // setWarning records (text != "") or clears a warning shown by `weft status`.
 func (n *Node) setWarning(key, text string) {

@@ -183,19 +183,19 @@ func (n *Node) tickPeers(now time.Time) {
 			continue
 		}
 		a := action{p: p}
-		if now.Sub(time.Unix(0, p.lastRecv.Load())) > DeadPeerTimeout || linkClosed(p.sendLink()) {
+		if now.Sub(time.Unix(0, p.lastRecv.Load())) > n.timers.DeadPeerTimeout || linkClosed(p.sendLink()) {
 			a.dead = true
 		} else {
-			if now.Sub(p.lastPing) >= KeepaliveInterval {
+			if now.Sub(p.lastPing) >= n.timers.KeepaliveInterval {
 				p.pingSeq++
 				p.lastPing = now
 				a.ping, a.seq = true, p.pingSeq
 			}
 			if kp := p.cur.Load(); kp != nil {
 				age := now.Sub(kp.Created())
-				if age > RejectAfter {
+				if age > n.timers.RejectAfter {
 					a.dead = true
-				} else if age > RekeyAfter && kp.Initiator() && !p.rekeying {
+				} else if age > n.timers.RekeyAfter && kp.Initiator() && !p.rekeying {
 					p.rekeying = true
 					a.rekey = true
 				}
@@ -207,7 +207,7 @@ func (n *Node) tickPeers(now time.Time) {
 	for _, a := range acts {
 		switch {
 		case a.dead:
-			n.peerDown(a.p, "no packet for "+DeadPeerTimeout.String())
+			n.peerDown(a.p, "no packet for "+n.timers.DeadPeerTimeout.String())
 		default:
 			if a.ping {
 				var b [pingLen]byte

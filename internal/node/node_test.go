@@ -1,0 +1,311 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weft-vpn/weft/internal/config"
+	"github.com/weft-vpn/weft/internal/control"
+	"github.com/weft-vpn/weft/internal/tun"
+)
+
+// These tests run whole nodes in one process: fake TUN devices (tun.Fake) and real UDP sockets on
+// loopback, so the data path, handshakes, rekeying and dead-peer detection run under the race detector.
+
+// freePort returns a UDP port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+type testNode struct {
+	n      *Node
+	dev    *tun.Fake
+	port   uint16
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+func startTestNode(t *testing.T, ip string, timers Timers, peers ...uint16) *testNode {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Hostname = "node-" + ip
+	cfg.NetworkName = "unit"
+	cfg.NetworkSecret = "secret"
+	cfg.IPv4 = netip.MustParsePrefix(ip + "/24")
+	cfg.Control = filepath.Join(dir, "c.sock")
+	cfg.StateDir = filepath.Join(dir, "state")
+	port := freePort(t)
+	cfg.Listen = []config.URI{{Scheme: "udp", Host: "127.0.0.1", Port: port}}
+	for _, p := range peers {
+		cfg.Peer = append(cfg.Peer, config.URI{Scheme: "udp", Host: "127.0.0.1", Port: p})
+	}
+	dev := tun.NewFake("fake0", 1400, 8)
+	n, err := New(Options{Config: cfg, Device: dev, Timers: timers,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tn := &testNode{n: n, dev: dev, port: port, cancel: cancel, done: make(chan error, 1)}
+	go func() { tn.done <- n.Run(ctx) }()
+	select {
+	case <-n.Ready():
+	case err := <-tn.done:
+		t.Fatalf("node %s did not start: %v", ip, err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("node %s not ready after 10s", ip)
+	}
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+func (tn *testNode) stop() {
+	tn.once.Do(func() {
+		tn.cancel()
+		select {
+		case <-tn.done:
+		case <-time.After(10 * time.Second):
+			panic("node did not stop within 10s")
+		}
+	})
+}
+
+// udpPacket builds an IPv4/UDP packet (checksums are not the node's business).
+func udpPacket(src, dst string, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8] = 64
+	p[9] = 17
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	copy(p[12:], s[:])
+	copy(p[16:], d[:])
+	binary.BigEndian.PutUint16(p[20:], 4000)
+	binary.BigEndian.PutUint16(p[22:], 5000)
+	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	return p
+}
+
+// expectPacket waits for want to come out of dev, skipping nothing else (the fake TUN only sees what the
+// other node routed to it).
+func expectPacket(t *testing.T, dev *tun.Fake, want []byte, timeout time.Duration) {
+	t.Helper()
+	select {
+	case got := <-dev.Written():
+		if !bytes.Equal(got, want) {
+			t.Fatalf("packet changed in transit:\n got %x\nwant %x", got, want)
+		}
+	case <-time.After(timeout):
+		t.Fatal("packet did not arrive")
+	}
+}
+
+// waitSession injects packets until one crosses (the session may still be forming).
+func waitSession(t *testing.T, from, to *testNode, src, dst string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		from.dev.Inject(udpPacket(src, dst, []byte("probe")))
+		select {
+		case <-to.dev.Written():
+			// Drain probes still in flight.
+			time.Sleep(50 * time.Millisecond)
+			for len(to.dev.Written()) > 0 {
+				<-to.dev.Written()
+			}
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Fatalf("no packet from %s to %s within 10s", src, dst)
+}
+
+func TestTwoNodesCarryPackets(t *testing.T) {
+	a := startTestNode(t, "10.1.0.1", Timers{})
+	b := startTestNode(t, "10.1.0.2", Timers{}, a.port)
+	waitSession(t, b, a, "10.1.0.2", "10.1.0.1")
+	for _, size := range []int{0, 1, 1000, 1372} {
+		p := udpPacket("10.1.0.2", "10.1.0.1", bytes.Repeat([]byte{byte(size)}, size))
+		b.dev.Inject(p)
+		expectPacket(t, a.dev, p, 5*time.Second)
+		q := udpPacket("10.1.0.1", "10.1.0.2", bytes.Repeat([]byte{0xee}, size))
+		a.dev.Inject(q)
+		expectPacket(t, b.dev, q, 5*time.Second)
+	}
+	// No route: a packet for an address nobody owns is dropped and counted.
+	b.dev.Inject(udpPacket("10.1.0.2", "10.1.0.99", []byte("x")))
+	deadline := time.Now().Add(5 * time.Second)
+	for (backend{b.n}).Status().Drops["no_route"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no_route drop not counted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ps := backend{a.n}.Peers()
+	if len(ps) != 1 || ps[0].IPv4 != "10.1.0.2" || !ps[0].Direct || ps[0].Tunnel != "udp" || ps[0].RxBytes == 0 {
+		t.Fatalf("peers of a: %+v", ps)
+	}
+}
+
+// TestRekeyKeepsTraffic rekeys every 300 ms while packets flow: none may be lost to a key change.
+func TestRekeyKeepsTraffic(t *testing.T) {
+	timers := Timers{RekeyAfter: 300 * time.Millisecond, RejectAfter: 5 * time.Second}
+	a := startTestNode(t, "10.1.0.1", timers)
+	b := startTestNode(t, "10.1.0.2", timers, a.port)
+	waitSession(t, b, a, "10.1.0.2", "10.1.0.1")
+	const total = 200
+	got := make(chan int)
+	go func() {
+		n := 0
+		timeout := time.After(15 * time.Second)
+		for n < total {
+			select {
+			case <-a.dev.Written():
+				n++
+			case <-timeout:
+				got <- n
+				return
+			}
+		}
+		got <- n
+	}()
+	for i := 0; i < total; i++ {
+		b.dev.Inject(udpPacket("10.1.0.2", "10.1.0.1", []byte{byte(i)}))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := <-got; n < total {
+		t.Errorf("%d of %d packets arrived across rekeys", n, total)
+	}
+	a.n.mu.RLock()
+	var hs uint64
+	for _, p := range a.n.peers {
+		hs = p.handshakes.Load()
+	}
+	a.n.mu.RUnlock()
+	if hs < 3 {
+		t.Errorf("only %d handshakes in 2 s with RekeyAfter 300ms", hs)
+	}
+}
+
+// TestDeadPeer: when a node stops, its peer declares it dead within DeadPeerTimeout (+ one timer tick)
+// and forgets its routes.
+func TestDeadPeer(t *testing.T) {
+	timers := Timers{DeadPeerTimeout: time.Second}
+	a := startTestNode(t, "10.1.0.1", timers)
+	b := startTestNode(t, "10.1.0.2", timers, a.port)
+	waitSession(t, b, a, "10.1.0.2", "10.1.0.1")
+	a.stop()
+	stopped := time.Now()
+	for len(backend{b.n}.Peers()) != 0 {
+		if time.Since(stopped) > 3*(time.Second+timerTick) {
+			t.Fatalf("peer still listed %v after it stopped", time.Since(stopped))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, ok := b.n.table.Load().Lookup(netip.MustParseAddr("10.1.0.1")); ok {
+		t.Fatal("route to the dead peer kept")
+	}
+}
+
+// TestGarbageAndLeaks: garbage at the listening port is dropped and counted, and stopping nodes leaves
+// no goroutine behind.
+func TestGarbageAndLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		a := startTestNode(t, "10.1.0.1", Timers{})
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(a.port)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for _, g := range [][]byte{{}, {0}, {1}, {4, 0, 0, 0, 9, 9, 9, 9}, bytes.Repeat([]byte{4}, 100), bytes.Repeat([]byte{2}, 90), {3, 1, 2}} {
+			c.Write(g)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st := backend{a.n}.Status()
+			var sum uint64
+			for _, v := range st.Drops {
+				sum += v
+			}
+			if sum >= 5 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("garbage not counted: %v", st.Drops)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		a.stop()
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("goroutines: %d before, %d after stop:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestHelloRoundTrip(t *testing.T) {
+	h := hello{IPv4: netip.MustParsePrefix("10.144.144.7/24"), Hostname: "gamma"}
+	got, err := parseHello(h.marshal())
+	if err != nil || got != h {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	for _, bad := range [][]byte{nil, {1}, {2, 10, 0, 0, 1, 24, 0}, {1, 10, 0, 0, 1, 40, 0}, {1, 10, 0, 0, 1, 24, 5, 'a'}} {
+		if _, err := parseHello(bad); err == nil {
+			t.Errorf("parseHello(%x) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseHello(f *testing.F) {
+	f.Add(hello{IPv4: netip.MustParsePrefix("10.0.0.1/24"), Hostname: "x"}.marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := parseHello(b)
+		if err == nil && !bytes.Equal(h.marshal(), b) {
+			t.Fatalf("accepted %x but re-encodes as %x", b, h.marshal())
+		}
+	})
+}
+
+func TestCostHysteresis(t *testing.T) {
+	cases := []struct {
+		old, cur uint32
+		want     bool
+	}{
+		{1000, 1500, false},   // 0.5 ms: jitter
+		{20000, 23000, false}, // 15 %
+		{20000, 26000, true},  // 30 % and 6 ms
+		{1, 5000, true},       // first real measurement
+		{500, 1400, false},    // under a millisecond of change
+	}
+	for _, c := range cases {
+		if got := costChanged(c.old, c.cur); got != c.want {
+			t.Errorf("costChanged(%d, %d) = %v, want %v", c.old, c.cur, got, c.want)
+		}
+	}
+}
+
+var _ control.Backend = backend{}
