@@ -55,7 +55,7 @@ const (
 // them; production nodes use the defaults.
 type Timers struct {
 	KeepaliveInterval, DeadPeerTimeout, HandshakeTimeout time.Duration
-	BackoffMin, BackoffMax, RekeyAfter, RejectAfter     time.Duration
+	BackoffMin, BackoffMax, RekeyAfter, RejectAfter      time.Duration
 }
 
 func (t Timers) withDefaults() Timers {
