@@ -7,6 +7,7 @@ package node
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/weft-vpn/weft/internal/mesh"
@@ -187,6 +188,7 @@ func (n *Node) syncKernelRoutes(tab *mesh.Table) {
 		return
 	}
 	want := n.kernelPrefixes(tab)
+	n.dropUnsafe(want)
 	n.annMu.Lock()
 	defer n.annMu.Unlock()
 	for p := range n.kernel {
@@ -216,4 +218,67 @@ func (n *Node) removeKernelRoutes() {
 		_ = tun.DelRoute(n.cfg.Dev, p)
 		delete(n.kernel, p)
 	}
+}
+
+// dropUnsafe removes from want every prefix that would send this node's own underlay traffic into the
+// tunnel (a routing loop): one that overlaps a network of a local interface (the underlay, the LAN,
+// loopback) or contains the address of a peer endpoint this node uses. Each gets a warning that names it.
+func (n *Node) dropUnsafe(want map[netip.Prefix]bool) {
+	local, err := tun.LocalPrefixes(n.cfg.Dev)
+	if err != nil {
+		n.log.Warn("list local networks", "err", err)
+	}
+	endpoints := n.endpointAddrs()
+	reasons := map[netip.Prefix]string{}
+	for p := range want {
+		for _, l := range local {
+			if l.Addr().Is4() && p.Overlaps(l.Masked()) {
+				reasons[p] = "it overlaps the local network " + l.Masked().String() + " (address " + l.Addr().String() + ")"
+				break
+			}
+		}
+		if _, bad := reasons[p]; bad {
+			continue
+		}
+		for _, a := range endpoints {
+			if p.Contains(a) {
+				reasons[p] = "it contains the peer endpoint " + a.String() + " this node reaches over the underlay"
+				break
+			}
+		}
+	}
+	n.warnMu.Lock()
+	for k := range n.warnings {
+		if strings.HasPrefix(k, "unsafe-") {
+			delete(n.warnings, k)
+		}
+	}
+	n.warnMu.Unlock()
+	for p, why := range reasons {
+		delete(want, p)
+		r, _ := n.table.Load().Lookup(p.Addr())
+		owner := r.Node.String()
+		if info, ok := n.table.Load().Node(r.Node); ok {
+			owner += " (" + info.Hostname + ")"
+		}
+		n.setWarning("unsafe-"+p.String(), "route "+p.String()+" from node "+owner+" not installed: "+why+
+			"; installing it would loop this node's own traffic into the tunnel")
+	}
+}
+
+// endpointAddrs lists the underlay addresses of live peers and of resolved --peer targets.
+func (n *Node) endpointAddrs() []netip.Addr {
+	var out []netip.Addr
+	n.mu.RLock()
+	for _, p := range n.peers {
+		if l := p.sendLink(); p.alive && l != nil {
+			out = append(out, l.RemoteAddr().Addr())
+		}
+	}
+	n.mu.RUnlock()
+	n.dialAddrs.Range(func(_, v any) bool {
+		out = append(out, v.(netip.Addr))
+		return true
+	})
+	return out
 }

@@ -274,6 +274,7 @@ func (n *Node) dialOnce(target config.URI) (session.NodeID, underlay.Link, error
 			break
 		}
 	}
+	n.dialAddrs.Store(target, addr)
 	ap := netip.AddrPortFrom(addr, target.Port)
 	link, err := n.tr.Dial(ctx, target.Scheme, ap)
 	if err != nil {

@@ -128,9 +128,10 @@ type Node struct {
 	warnMu   sync.Mutex
 	warnings map[string]string // key -> text
 
-	traffic sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
-	drops   dropCounters
-	metrics *prometheus.Registry
+	traffic   sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
+	dialAddrs sync.Map // config.URI -> netip.Addr, the last address each --peer resolved to
+	drops     dropCounters
+	metrics   *prometheus.Registry
 
 	ctx context.Context
 	wg  sync.WaitGroup
