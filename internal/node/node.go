@@ -27,6 +27,7 @@ import (
 
 	"github.com/weft-vpn/weft/internal/config"
 	"github.com/weft-vpn/weft/internal/control"
+	"github.com/weft-vpn/weft/internal/lanfw"
 	"github.com/weft-vpn/weft/internal/mesh"
 	"github.com/weft-vpn/weft/internal/session"
 	"github.com/weft-vpn/weft/internal/tun"
@@ -213,6 +214,13 @@ func (n *Node) Run(ctx context.Context) error {
 		if err := tun.Configure(cfg.Dev, cfg.IPv4, cfg.MTU); err != nil {
 			return fmt.Errorf("configure %s: %w", cfg.Dev, err)
 		}
+		if len(cfg.Subnet) > 0 {
+			fw, err := n.exposeSubnets()
+			if err != nil {
+				return err
+			}
+			defer fw.Close()
+		}
 	}
 
 	n.tr = underlay.New(n.handlePacket, n.log)
@@ -275,6 +283,33 @@ func (n *Node) goFn(f func()) {
 		defer n.wg.Done()
 		f()
 	}()
+}
+
+// exposeSubnets prepares the kernel to forward mesh traffic into the --subnet LANs: IP forwarding on, and
+// weft's own nftables table (masquerade unless --subnet-snat=false, MSS clamping to the TUN MTU). It warns
+// about other tables' forward chains that would drop that traffic.
+func (n *Node) exposeSubnets() (*lanfw.Table, error) {
+	cfg := n.cfg
+	changed, err := lanfw.CheckForwarding()
+	if err != nil {
+		return nil, fmt.Errorf("--subnet: %w", err)
+	}
+	if changed {
+		n.log.Info("enabled net.ipv4.ip_forward to forward into the exposed subnets")
+	}
+	fw, err := lanfw.Install(lanfw.Options{Dev: cfg.Dev, Subnets: cfg.Subnet, SNAT: cfg.SubnetSNAT, MTU: cfg.MTU})
+	if err != nil {
+		return nil, fmt.Errorf("--subnet: %w", err)
+	}
+	ws, err := lanfw.ForwardWarnings(cfg.Dev, cfg.Subnet)
+	if err != nil {
+		n.log.Warn("could not inspect other nftables tables", "err", err)
+	}
+	for i, w := range ws {
+		n.setWarning(fmt.Sprintf("forward-drop-%d", i), w)
+	}
+	n.log.Info("exposing subnets", "subnets", cfg.Subnet, "snat", cfg.SubnetSNAT, "nftables_table", fw.Name())
+	return fw, nil
 }
 
 // Ready is closed once the node is up: TUN configured, listeners bound, control socket served.
