@@ -3,16 +3,18 @@ package node
 // The data plane.
 //
 // Outbound (tunLoop): the kernel routes a packet for a remote virtual IP or exposed subnet into the TUN.
-// tunLoop reads a batch of packets, each into its own buffer at offset tunOffset so that the session
-// header (16 bytes) and the inner header (type, TTL) fit in front of it and the AEAD tag behind it. For
-// each packet: route lookup on the destination (mesh.Table, an immutable snapshot behind an atomic
-// pointer) -> owner node -> next hop peer -> SealInPlace with that peer's current keypair -> Link.Send.
-// No copy and no allocation per packet.
+// tunLoop reads a batch of packets (the TUN splits a TSO super-packet into up to 128 segments), each into
+// its own buffer at offset tunOffset so that the session header (16 bytes) and the inner header (type,
+// TTL) fit in front of it and the AEAD tag behind it. For each packet: route lookup on the destination
+// (mesh.Table, an immutable snapshot behind an atomic pointer) -> owner node -> next hop peer ->
+// SealInPlace with that peer's current keypair. Consecutive packets for the same link leave in one
+// SendBatch (sendmmsg). No copy and no allocation per packet.
 //
-// Inbound (handleData, on the underlay reader goroutines): receiver index -> keypair -> Open in place ->
-// inner message. An IP packet whose destination is this node (its virtual IP or an exposed subnet) is
-// written to the TUN, from the same buffer; any other is relayed: TTL decremented, re-sealed in place for
-// the next hop, sent. Pings, pongs and announcements go to the control plane.
+// Inbound (handlePackets and handleData, on the underlay reader goroutines, a recvmmsg batch at a time):
+// receiver index -> keypair -> Open in place -> inner message. An IP packet whose destination is this
+// node (its virtual IP or an exposed subnet) joins the batch written to the TUN after the whole read, from
+// the same buffer; any other is relayed: TTL decremented, re-sealed in place for the next hop, sent.
+// Pings, pongs and announcements go to the control plane.
 
 import (
 	"errors"
@@ -36,11 +38,14 @@ func (n *Node) tunLoop(errc chan<- error) {
 	for i := range bufs {
 		bufs[i] = make([]byte, tunOffset+65535+session.TagLen)
 	}
+	var out outBatch
 	for {
 		k, err := n.dev.Read(bufs, sizes, tunOffset)
+		tab := n.table.Load()
 		for i := 0; i < k; i++ {
-			n.sendIP(bufs[i][:cap(bufs[i])], sizes[i])
+			n.sendIP(tab, bufs[i][:cap(bufs[i])], sizes[i], &out)
 		}
+		out.flush(n)
 		if err != nil {
 			if isClosed(err) || n.ctx.Err() != nil {
 				return
@@ -68,14 +73,39 @@ func ipv4Addrs(ip []byte) (src, dst netip.Addr, length int, ok bool) {
 	return netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20])), length, true
 }
 
-// sendIP routes one packet read from the TUN; buf holds it at buf[tunOffset:tunOffset+size].
-func (n *Node) sendIP(buf []byte, size int) {
+// outBatch collects sealed packets for one link so they leave in one SendBatch.
+type outBatch struct {
+	link underlay.Link
+	pkts [][]byte
+}
+
+func (b *outBatch) add(n *Node, l underlay.Link, pkt []byte) {
+	if b.link != l {
+		b.flush(n)
+		b.link = l
+	}
+	b.pkts = append(b.pkts, pkt)
+}
+
+func (b *outBatch) flush(n *Node) {
+	if len(b.pkts) > 0 {
+		if err := b.link.SendBatch(b.pkts); err != nil {
+			n.drops.inc("send")
+		}
+	}
+	clear(b.pkts)
+	b.pkts = b.pkts[:0]
+	b.link = nil
+}
+
+// sendIP routes one packet read from the TUN; buf holds it at buf[tunOffset:tunOffset+size]. The sealed
+// packet joins out.
+func (n *Node) sendIP(tab *mesh.Table, buf []byte, size int, out *outBatch) {
 	_, dst, length, ok := ipv4Addrs(buf[tunOffset : tunOffset+size])
 	if !ok {
 		n.drops.inc("not_ipv4")
 		return
 	}
-	tab := n.table.Load()
 	r, ok := tab.Lookup(dst)
 	if !ok {
 		n.drops.inc("no_route")
@@ -83,38 +113,50 @@ func (n *Node) sendIP(buf []byte, size int) {
 	}
 	buf[session.DataHeaderLen] = msgIP
 	buf[session.DataHeaderLen+1] = defaultTTL
-	if n.sendToNode(tab, r.Node, buf, ipHeaderLen+length) {
-		c := n.trafficOf(r.Node)
-		c.txBytes.Add(uint64(length))
-		c.txPackets.Add(1)
+	pkt, link := n.sealFor(tab, r.Node, buf, ipHeaderLen+length)
+	if pkt == nil {
+		return
 	}
+	out.add(n, link, pkt)
+	c := n.trafficOf(r.Node)
+	c.txBytes.Add(uint64(length))
+	c.txPackets.Add(1)
 }
 
-// sendToNode seals the inner message at buf[DataHeaderLen:DataHeaderLen+msgLen] for the next hop towards
-// node and sends it.
-func (n *Node) sendToNode(tab *mesh.Table, node session.NodeID, buf []byte, msgLen int) bool {
+// sealFor seals the inner message at buf[DataHeaderLen:DataHeaderLen+msgLen] for the next hop towards
+// node and returns the packet and the link to send it on (nil if there is no way there).
+func (n *Node) sealFor(tab *mesh.Table, node session.NodeID, buf []byte, msgLen int) ([]byte, underlay.Link) {
 	info, ok := tab.Node(node)
 	if !ok {
 		n.drops.inc("no_route")
-		return false
+		return nil, nil
 	}
 	p := n.livePeer(info.NextHop)
 	if p == nil {
 		n.drops.inc("no_route")
-		return false
+		return nil, nil
 	}
-	return n.sealAndSend(p, buf, msgLen)
+	return n.seal(p, buf, msgLen)
 }
 
-func (n *Node) sealAndSend(p *peer, buf []byte, msgLen int) bool {
+func (n *Node) seal(p *peer, buf []byte, msgLen int) ([]byte, underlay.Link) {
 	kp, link := p.cur.Load(), p.sendLink()
 	if kp == nil || link == nil {
 		n.drops.inc("no_session")
-		return false
+		return nil, nil
 	}
 	out, err := kp.SealInPlace(buf, msgLen)
 	if err != nil {
 		n.drops.inc("seal")
+		return nil, nil
+	}
+	return out, link
+}
+
+// sealAndSend seals and sends one message to a direct peer.
+func (n *Node) sealAndSend(p *peer, buf []byte, msgLen int) bool {
+	out, link := n.seal(p, buf, msgLen)
+	if out == nil {
 		return false
 	}
 	if err := link.Send(out); err != nil {
@@ -131,12 +173,13 @@ func (n *Node) sendControl(p *peer, msg []byte) {
 	n.sealAndSend(p, buf, len(msg))
 }
 
-// handleData authenticates and dispatches one type-4 packet.
-func (n *Node) handleData(pkt []byte, from underlay.Link) {
+// handleData authenticates and dispatches one type-4 packet. It returns the buffer to write to the TUN
+// when the packet carried an IP packet for this node.
+func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 	idx, ok := session.ReceiverIndex(pkt)
 	if !ok {
 		n.drops.inc("malformed")
-		return
+		return nil
 	}
 	n.mu.RLock()
 	e := n.indices[idx]
@@ -144,7 +187,7 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) {
 	if e == nil {
 		n.drops.inc("unknown_session")
 		n.unknownSession(from)
-		return
+		return nil
 	}
 	pt, err := e.kp.Open(pkt[session.DataHeaderLen:session.DataHeaderLen], pkt)
 	if err != nil {
@@ -153,7 +196,7 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) {
 		} else {
 			n.drops.inc("decrypt")
 		}
-		return
+		return nil
 	}
 	p := e.peer
 	p.lastRecv.Store(time.Now().UnixNano())
@@ -164,26 +207,26 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) {
 	}
 	if len(pt) == 0 {
 		n.drops.inc("malformed")
-		return
+		return nil
 	}
 	switch pt[0] {
 	case msgIP:
 		if len(pt) < ipHeaderLen {
 			n.drops.inc("malformed")
-			return
+			return nil
 		}
-		n.receiveIP(pkt, pt[1], pt[ipHeaderLen:])
+		return n.receiveIP(pkt, pt[1], pt[ipHeaderLen:])
 	case msgPing:
 		if len(pt) != pingLen {
 			n.drops.inc("malformed")
-			return
+			return nil
 		}
 		pt[0] = msgPong
 		n.sendControl(p, pt)
 	case msgPong:
 		if len(pt) != pingLen {
 			n.drops.inc("malformed")
-			return
+			return nil
 		}
 		n.onPong(p, int64(beUint64(pt[5:13])))
 	case msgAnnounce:
@@ -191,6 +234,7 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) {
 	default:
 		n.drops.inc("malformed")
 	}
+	return nil
 }
 
 func beUint64(b []byte) uint64 {
@@ -199,40 +243,40 @@ func beUint64(b []byte) uint64 {
 }
 
 // receiveIP delivers an IP packet to the TUN or relays it. pkt is the whole underlay buffer (the IP
-// packet sits at pkt[tunOffset:]); it is reused in place for either.
-func (n *Node) receiveIP(pkt []byte, ttl byte, ip []byte) {
+// packet sits at pkt[tunOffset:]); it is reused in place for either. For local delivery it returns the
+// buffer to write to the TUN (the caller batches the writes).
+func (n *Node) receiveIP(pkt []byte, ttl byte, ip []byte) []byte {
 	src, dst, length, ok := ipv4Addrs(ip)
 	if !ok {
 		n.drops.inc("malformed")
-		return
+		return nil
 	}
 	tab := n.table.Load()
 	if n.isLocal(dst) {
-		if _, err := n.dev.Write([][]byte{pkt[:tunOffset+length]}, tunOffset); err != nil {
-			if !isClosed(err) {
-				n.drops.inc("tun_write")
-			}
-			return
-		}
 		if r, ok := tab.Lookup(src); ok {
 			c := n.trafficOf(r.Node)
 			c.rxBytes.Add(uint64(length))
 			c.rxPackets.Add(1)
 		}
-		return
+		return pkt[:tunOffset+length]
 	}
 	if ttl <= 1 {
 		n.drops.inc("ttl_exceeded")
-		return
+		return nil
 	}
 	r, ok := tab.Lookup(dst)
 	if !ok {
 		n.drops.inc("no_route")
-		return
+		return nil
 	}
 	pkt[session.DataHeaderLen] = msgIP
 	pkt[session.DataHeaderLen+1] = ttl - 1
-	n.sendToNode(tab, r.Node, pkt[:cap(pkt)], ipHeaderLen+length)
+	if out, link := n.sealFor(tab, r.Node, pkt[:cap(pkt)], ipHeaderLen+length); out != nil {
+		if err := link.Send(out); err != nil {
+			n.drops.inc("send")
+		}
+	}
+	return nil
 }
 
 // isLocal reports whether dst belongs to this node: its virtual IP or a subnet it exposes.

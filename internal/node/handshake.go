@@ -29,16 +29,38 @@ type pendingHandshake struct {
 	done chan session.NodeID
 }
 
-// handlePacket is the underlay Handler: it demultiplexes by packet type.
-func (n *Node) handlePacket(pkt []byte, from underlay.Link) {
+// handlePackets is the underlay Handler: it demultiplexes every packet of one read by type, collects the
+// IP packets for this node and writes them to the TUN in one batch (which lets the TUN coalesce TCP
+// segments, GRO, before they enter the kernel).
+func (n *Node) handlePackets(pkts []underlay.Packet) {
+	bp := n.tunBatches.Get().(*[][]byte)
+	batch := (*bp)[:0]
+	for _, p := range pkts {
+		if out := n.handlePacket(p.Data, p.From); out != nil {
+			batch = append(batch, out)
+		}
+	}
+	if len(batch) > 0 {
+		if _, err := n.dev.Write(batch, tunOffset); err != nil && !isClosed(err) {
+			n.drops.inc("tun_write")
+		}
+	}
+	clear(batch)
+	*bp = batch[:0]
+	n.tunBatches.Put(bp)
+}
+
+// handlePacket handles one underlay packet. It returns the buffer to write to the TUN (the IP packet at
+// tunOffset) when the packet carried one for this node, else nil.
+func (n *Node) handlePacket(pkt []byte, from underlay.Link) []byte {
 	typ, ok := session.PacketType(pkt)
 	if !ok {
 		n.drops.inc("malformed")
-		return
+		return nil
 	}
 	switch typ {
 	case session.TypeData:
-		n.handleData(pkt, from)
+		return n.handleData(pkt, from)
 	case session.TypeHandshakeInit:
 		n.handleInit(pkt, from)
 	case session.TypeHandshakeResp:
@@ -48,6 +70,7 @@ func (n *Node) handlePacket(pkt []byte, from underlay.Link) {
 	default:
 		n.drops.inc("malformed")
 	}
+	return nil
 }
 
 // newIndex picks an unused random local index. Caller holds hsMu.

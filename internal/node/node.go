@@ -132,7 +132,9 @@ type Node struct {
 	traffic   sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
 	dialAddrs sync.Map // config.URI -> netip.Addr, the last address each --peer resolved to
 	drops     dropCounters
-	metrics   *prometheus.Registry
+	// tunBatches holds *[][]byte scratch slices for the TUN writes of one underlay read.
+	tunBatches sync.Pool
+	metrics    *prometheus.Registry
 
 	ctx context.Context
 	wg  sync.WaitGroup
@@ -223,7 +225,8 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}
 
-	n.tr = underlay.New(n.handlePacket, n.log)
+	n.tunBatches.New = func() any { b := make([][]byte, 0, 128); return &b }
+	n.tr = underlay.New(n.handlePackets, n.log)
 	defer n.tr.Close()
 	for _, u := range cfg.Listen {
 		bound, err := n.tr.Listen(u)

@@ -68,27 +68,55 @@ func (t *Transport) readTCP(l *tcpLink) {
 		delete(t.conns, l)
 		t.mu.Unlock()
 	}()
-	r := bufio.NewReaderSize(l.conn, 64<<10)
-	buf := make([]byte, MaxPacket)
+	r := bufio.NewReaderSize(l.conn, 256<<10)
+	bufs := make([][]byte, tcpBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, MaxPacket)
+	}
+	pkts := make([]Packet, 0, tcpBatch)
 	var hdr [2]byte
 	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				t.log.Debug("tcp read", "remote", l.addr, "err", err)
+		// Read one frame (blocking), then every further whole frame already buffered, and hand them over
+		// together.
+		pkts = pkts[:0]
+		for len(pkts) < tcpBatch && (len(pkts) == 0 || r.Buffered() >= 2) {
+			if len(pkts) > 0 {
+				peek, _ := r.Peek(2)
+				if r.Buffered() < 2+int(binary.BigEndian.Uint16(peek)) {
+					break
+				}
 			}
-			return
+			if _, err := io.ReadFull(r, hdr[:]); err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+					t.log.Debug("tcp read", "remote", l.addr, "err", err)
+				}
+				if len(pkts) > 0 {
+					t.handler(pkts)
+				}
+				return
+			}
+			n := int(binary.BigEndian.Uint16(hdr[:]))
+			if n == 0 {
+				continue
+			}
+			buf := bufs[len(pkts)]
+			if _, err := io.ReadFull(r, buf[:n]); err != nil {
+				t.log.Debug("tcp read: truncated frame", "remote", l.addr, "err", err)
+				if len(pkts) > 0 {
+					t.handler(pkts)
+				}
+				return
+			}
+			pkts = append(pkts, Packet{Data: buf[:n], From: l})
 		}
-		n := int(binary.BigEndian.Uint16(hdr[:]))
-		if n == 0 {
-			continue
+		if len(pkts) > 0 {
+			t.handler(pkts)
 		}
-		if _, err := io.ReadFull(r, buf[:n]); err != nil {
-			t.log.Debug("tcp read: truncated frame", "remote", l.addr, "err", err)
-			return
-		}
-		t.handler(buf[:n], l)
 	}
 }
+
+// tcpBatch is how many buffered frames one handler call receives at most.
+const tcpBatch = 64
 
 type tcpLink struct {
 	conn *net.TCPConn
@@ -112,6 +140,27 @@ func (l *tcpLink) Send(pkt []byte) error {
 	if _, err := l.conn.Write(l.wbuf); err != nil {
 		l.Close()
 		return err
+	}
+	return nil
+}
+
+func (l *tcpLink) SendBatch(pkts [][]byte) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.wbuf = l.wbuf[:0]
+	for _, p := range pkts {
+		if len(p) > MaxPacket {
+			return fmt.Errorf("tcp send to %s: packet of %d bytes exceeds %d", l.addr, len(p), MaxPacket)
+		}
+		l.wbuf = binary.BigEndian.AppendUint16(l.wbuf, uint16(len(p)))
+		l.wbuf = append(l.wbuf, p...)
+	}
+	if _, err := l.conn.Write(l.wbuf); err != nil {
+		l.Close()
+		return err
+	}
+	if cap(l.wbuf) > 1<<20 {
+		l.wbuf = nil // do not keep a huge buffer after a burst
 	}
 	return nil
 }

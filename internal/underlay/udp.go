@@ -1,21 +1,36 @@
 package underlay
 
-// UDP path: one reader goroutine per socket reads datagrams and hands each to the Handler together with a
-// udpLink for its source address. Sends go straight to the socket (sendto); the kernel serialises them.
+// UDP path: one reader goroutine per socket reads up to udpBatch datagrams per recvmmsg and hands them,
+// each with the udpLink of its source address, to the Handler in one call. Sends go straight to the
+// socket: sendto for one packet, sendmmsg for a batch; the kernel serialises concurrent senders.
 
 import (
 	"errors"
 	"net"
 	"net/netip"
 	"sync"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
+
+// udpBatch is how many datagrams one read or write syscall moves at most.
+const udpBatch = 64
+
+// batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
 
 type udpSocket struct {
 	t     *Transport
 	conn  *net.UDPConn
+	batch batchConn
 	ipv4  bool
 	mu    sync.Mutex
 	links map[netip.AddrPort]*udpLink
+	msgs  sync.Pool // *[]ipv4.Message for SendBatch
 }
 
 func listenUDP(t *Transport, network, addr string) (*udpSocket, error) {
@@ -37,6 +52,18 @@ func listenUDP(t *Transport, network, addr string) (*udpSocket, error) {
 		ipv4:  network == "udp4" || local.IP.To4() != nil,
 		links: make(map[netip.AddrPort]*udpLink),
 	}
+	if s.ipv4 {
+		s.batch = ipv4.NewPacketConn(c)
+	} else {
+		s.batch = ipv6.NewPacketConn(c)
+	}
+	s.msgs.New = func() any {
+		ms := make([]ipv4.Message, udpBatch)
+		for i := range ms {
+			ms[i].Buffers = make([][]byte, 1)
+		}
+		return &ms
+	}
 	t.wg.Add(1)
 	go s.readLoop()
 	return s, nil
@@ -50,7 +77,7 @@ func (s *udpSocket) link(addr netip.AddrPort) *udpLink {
 	defer s.mu.Unlock()
 	l := s.links[addr]
 	if l == nil {
-		l = &udpLink{sock: s, addr: addr}
+		l = &udpLink{sock: s, addr: addr, ua: net.UDPAddrFromAddrPort(addr)}
 		// A stale map is harmless but unbounded growth is not: forget old links past a size.
 		if len(s.links) > 4096 {
 			clear(s.links)
@@ -62,9 +89,15 @@ func (s *udpSocket) link(addr netip.AddrPort) *udpLink {
 
 func (s *udpSocket) readLoop() {
 	defer s.t.wg.Done()
-	buf := make([]byte, MaxPacket)
+	msgs := make([]ipv4.Message, udpBatch)
+	bufs := make([][]byte, udpBatch)
+	for i := range msgs {
+		bufs[i] = make([]byte, MaxPacket)
+		msgs[i].Buffers = [][]byte{bufs[i]}
+	}
+	pkts := make([]Packet, udpBatch)
 	for {
-		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		n, err := s.batch.ReadBatch(msgs, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -72,20 +105,66 @@ func (s *udpSocket) readLoop() {
 			s.t.log.Debug("udp read", "err", err)
 			continue
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		s.t.handler(buf[:n], s.link(from))
+		k := 0
+		for i := 0; i < n; i++ {
+			ua, ok := msgs[i].Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			ap := ua.AddrPort()
+			pkts[k] = Packet{Data: bufs[i][:msgs[i].N], From: s.link(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))}
+			k++
+		}
+		if k > 0 {
+			s.t.handler(pkts[:k])
+		}
+		clear(pkts[:k])
 	}
 }
 
 type udpLink struct {
 	sock *udpSocket
 	addr netip.AddrPort
+	ua   *net.UDPAddr
 }
 
 func (l *udpLink) Send(pkt []byte) error {
 	_, err := l.sock.conn.WriteToUDPAddrPort(pkt, l.addr)
 	return err
 }
+
+func (l *udpLink) SendBatch(pkts [][]byte) error {
+	if len(pkts) == 1 {
+		return l.Send(pkts[0])
+	}
+	mp := l.sock.msgs.Get().(*[]ipv4.Message)
+	defer l.sock.msgs.Put(mp)
+	ms := *mp
+	for len(pkts) > 0 {
+		k := min(len(pkts), len(ms))
+		for i := 0; i < k; i++ {
+			ms[i].Buffers[0] = pkts[i]
+			ms[i].Addr = l.ua
+		}
+		sent := 0
+		for sent < k {
+			n, err := l.sock.batch.WriteBatch(ms[sent:k], 0)
+			if err != nil {
+				for i := 0; i < k; i++ {
+					ms[i].Buffers[0], ms[i].Addr = nil, nil
+				}
+				return err
+			}
+			sent += n
+		}
+		for i := 0; i < k; i++ {
+			ms[i].Buffers[0], ms[i].Addr = nil, nil
+		}
+		pkts = pkts[k:]
+	}
+	return nil
+}
+
 func (l *udpLink) Network() string            { return "udp" }
 func (l *udpLink) RemoteAddr() netip.AddrPort { return l.addr }
 func (l *udpLink) Done() <-chan struct{}      { return nil } // never ready: a UDP path does not close

@@ -7,6 +7,9 @@
 // Link.Send. A UDP Link is a (socket, remote address) pair and never dies; a TCP Link is one connection
 // and reports its death on Done().
 //
+// UDP reads and writes are batched (recvmmsg/sendmmsg); a TCP reader hands over every frame already
+// buffered in one call.
+//
 // Over TCP each packet is framed with a 2-byte big-endian length; packets larger than MaxPacket are refused.
 package underlay
 
@@ -25,12 +28,22 @@ import (
 // MaxPacket is the largest packet the underlay carries (and the largest TCP frame it accepts).
 const MaxPacket = 65535
 
+// Packet is one received packet and the link it came on.
+type Packet struct {
+	// Data is the packet. It has spare capacity up to MaxPacket, so the receiver may rewrite it in place
+	// (decrypt, re-seal for a relay hop) and hand it on, until the Handler returns.
+	Data []byte
+	From Link
+}
+
 // Link is one path to a remote node: a UDP remote address reached from one of our sockets, or one TCP
 // connection.
 type Link interface {
 	// Send transmits one packet. It is safe for concurrent use. The packet may be reused by the caller
 	// as soon as Send returns.
 	Send(pkt []byte) error
+	// SendBatch transmits several packets at once (sendmmsg for UDP, one write for TCP).
+	SendBatch(pkts [][]byte) error
 	// Network is "udp" or "tcp".
 	Network() string
 	// RemoteAddr is the underlay address of the other end.
@@ -42,9 +55,10 @@ type Link interface {
 	Close() error
 }
 
-// Handler receives every packet that arrives, with the link it came on. pkt is only valid during the
-// call. Handlers are called concurrently from several reader goroutines.
-type Handler func(pkt []byte, from Link)
+// Handler receives the packets of one read (one or more), each with the link it came on. They are only
+// valid during the call. Handlers are called concurrently from several reader goroutines (one per socket
+// or connection).
+type Handler func(pkts []Packet)
 
 // Transport owns the underlay sockets of one node.
 type Transport struct {

@@ -20,8 +20,10 @@ type received struct {
 func newTestTransport(t *testing.T) (*Transport, chan received) {
 	t.Helper()
 	ch := make(chan received, 64)
-	tr := New(func(pkt []byte, from Link) {
-		ch <- received{append([]byte(nil), pkt...), from}
+	tr := New(func(pkts []Packet) {
+		for _, p := range pkts {
+			ch <- received{append([]byte(nil), p.Data...), p.From}
+		}
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t.Cleanup(func() { tr.Close() })
 	return tr, ch
