@@ -10,7 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # real binaries).
 UNIT := ./internal/... ./cmd/... .
 
-.PHONY: all deps build demo test unit e2e lint fuzz clean
+.PHONY: all deps build demo test unit e2e lint fuzz clean bench
 
 all: build
 
@@ -45,3 +45,8 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Benchmark weft against the raw underlay in network namespaces (root; about 15 minutes, BENCH_QUICK=1 for
+# a short run). Not part of `make test`. Writes bench/results/latest.md and bench/results/throughput.png.
+bench: deps build
+	cd bench && $(GO) build -o bin/ ./cmd/... && ./bin/weftbench -weft ../bin/weft -out results
