@@ -17,8 +17,8 @@ import (
 	"github.com/weft-vpn/weft/internal/netlab"
 )
 
-// weftBin is the binary under test, built once by TestMain.
-var weftBin string
+// weftBin is the binary under test and probeBin the tests' TCP tool (tcpprobe), built once by TestMain.
+var weftBin, probeBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -32,11 +32,14 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	weftBin = filepath.Join(dir, "weft")
-	build := exec.Command("go", "build", "-o", weftBin, "../cmd/weft")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build weft:", err)
-		return 1
+	probeBin = filepath.Join(dir, "tcpprobe")
+	for bin, pkg := range map[string]string{weftBin: "../cmd/weft", probeBin: "./tcpprobe"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+			return 1
+		}
 	}
 	if os.Geteuid() == 0 {
 		// Debris of a killed earlier run would collide with nothing (names are random) but wastes memory.

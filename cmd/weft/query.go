@@ -61,3 +61,8 @@ func newRoutesCommand() *cobra.Command {
 	return newQueryCommand("routes", "List every remote prefix and the node it goes to",
 		func(ctx context.Context, c *control.Client) ([]control.Route, error) { return c.Routes(ctx) }, control.WriteRoutes)
 }
+
+func newProxyCommand() *cobra.Command {
+	return newQueryCommand("proxy", "List the TCP flows this node carries over the KCP proxy, with their real 4-tuple",
+		func(ctx context.Context, c *control.Client) ([]control.ProxyFlow, error) { return c.Proxy(ctx) }, control.WriteProxy)
+}

@@ -43,6 +43,19 @@ type Config struct {
 	Subnet            []netip.Prefix // --subnet: LANs this node exposes to the mesh
 	SubnetSNAT        bool           // --subnet-snat: masquerade mesh traffic into the exposed LANs
 	KernelForwardOnly bool           // --kernel-forward-only: announce Subnet with proxy: deny
+
+	TCPProxy     string    // --tcp-proxy: "off" or "kcp" (carry this node's outgoing TCP flows over KCP)
+	NoProxyInput bool      // --no-proxy-input: announce every prefix of this node with proxy: deny
+	KCP          KCPConfig // [kcp] table: tuning of the KCP sessions of the proxy
+}
+
+// KCPConfig tunes the KCP sessions that carry proxied TCP flows ([kcp] in the TOML file). The defaults
+// suit lossy, long links (DESIGN.md): no KCP congestion control, a 10 ms clock and a window of 1024
+// segments (about 1.4 MB in flight).
+type KCPConfig struct {
+	IntervalMS int // --kcp-interval-ms (kcp.interval_ms): KCP's internal clock in milliseconds
+	Window     int // --kcp-window (kcp.window): send and receive window in segments
+	Resend     int // --kcp-resend (kcp.resend): fast-retransmit after this many duplicate ACKs (0 = off)
 }
 
 // Default returns every default in one place. Hostname is the machine's hostname ("" if it cannot be
@@ -62,6 +75,8 @@ func Default() Config {
 		StateDir:   defaultStateDir(DefaultDev),
 		LogLevel:   DefaultLogLevel,
 		SubnetSNAT: true,
+		TCPProxy:   "off",
+		KCP:        KCPConfig{IntervalMS: 10, Window: 1024, Resend: 2},
 	}
 }
 

@@ -77,6 +77,16 @@ func settings() []setting {
 			func(l *layer) *bool { return &l.SubnetSNAT }),
 		scalar(boolCodec(), "kernel-forward-only", "announce this node's subnets with proxy: deny, so only the kernel forwards them",
 			func(l *layer) *bool { return &l.KernelForwardOnly }),
+		scalar(stringCodec(), "tcp-proxy", "`MODE` for this node's outgoing TCP flows to other nodes: off (plain tunnel) or kcp (carried over KCP where the destination allows it and the path is UDP)",
+			func(l *layer) *string { return &l.TCPProxy }),
+		scalar(boolCodec(), "no-proxy-input", "announce every prefix of this node with proxy: deny, so no node proxies flows to it",
+			func(l *layer) *bool { return &l.NoProxyInput }),
+		scalar(intCodec(), "kcp-interval-ms", "KCP clock of the proxy's sessions in milliseconds (10..100)",
+			func(l *layer) *int { return &l.KCP.IntervalMS }).withKey("kcp.interval_ms"),
+		scalar(intCodec(), "kcp-window", "KCP send and receive window of the proxy's sessions, in segments (32..16384)",
+			func(l *layer) *int { return &l.KCP.Window }).withKey("kcp.window"),
+		scalar(intCodec(), "kcp-resend", "KCP fast retransmit after this many duplicate ACKs (0 turns it off)",
+			func(l *layer) *int { return &l.KCP.Resend }).withKey("kcp.resend"),
 	}
 }
 

@@ -32,6 +32,11 @@ var sampleTOML = map[string]struct{ toml, text string }{
 	"subnet":              {`["192.168.0.0/16"]`, "192.168.0.0/16"},
 	"subnet_snat":         {`false`, "false"},
 	"kernel_forward_only": {`true`, "true"},
+	"tcp_proxy":           {`"kcp"`, "kcp"},
+	"no_proxy_input":      {`true`, "true"},
+	"kcp.interval_ms":     {`20`, "20"},
+	"kcp.window":          {`2048`, "2048"},
+	"kcp.resend":          {`0`, "0"},
 }
 
 func TestEveryOptionHasFlagAndKey(t *testing.T) {
@@ -59,7 +64,8 @@ func TestEveryOptionHasFlagAndKey(t *testing.T) {
 			continue
 		}
 		keys = append(keys, o.Key)
-		if want := strings.ReplaceAll(name, "-", "_"); o.Key != want {
+		// A key in a TOML table is dotted: --kcp-window is kcp.window.
+		if want := strings.ReplaceAll(name, "-", "_"); strings.ReplaceAll(o.Key, ".", "_") != want {
 			t.Errorf("%s: TOML key %q, want %q", o.Flag, o.Key, want)
 		}
 		sample, ok := sampleTOML[o.Key]
@@ -199,7 +205,21 @@ func TestExampleFile(t *testing.T) {
 		if o.Key == "" {
 			continue
 		}
-		if !regexp.MustCompile(`(?m)^(# )?` + regexp.QuoteMeta(o.Key) + ` = `).Match(text) {
+		// A dotted key is shown inside its table: kcp.window as "window = " after "[kcp]".
+		key, table := o.Key, ""
+		if i := strings.LastIndex(key, "."); i >= 0 {
+			table, key = key[:i], key[i+1:]
+		}
+		body := text
+		if table != "" {
+			i := strings.Index(string(text), "["+table+"]")
+			if i < 0 {
+				t.Errorf("example.toml has no [%s] table for key %q", table, o.Key)
+				continue
+			}
+			body = text[i:]
+		}
+		if !regexp.MustCompile(`(?m)^(# )?` + regexp.QuoteMeta(key) + ` = `).Match(body) {
 			t.Errorf("example.toml does not show key %q", o.Key)
 		}
 	}

@@ -73,6 +73,13 @@ metrics_listen = "127.0.0.1:9100"
 subnet = ["192.168.50.0/24", "172.16.0.0/12"]
 subnet_snat = false
 kernel_forward_only = true
+tcp_proxy = "kcp"
+no_proxy_input = true
+
+[kcp]
+interval_ms = 20
+window = 2048
+resend = 0
 `)
 	got, err := resolve([]string{"--config", file}, nil)
 	if err != nil {
@@ -86,6 +93,7 @@ kernel_forward_only = true
 		Control: "/tmp/weft.sock", StateDir: "/tmp/weft-state", LogLevel: "debug", MetricsListen: "127.0.0.1:9100",
 		Subnet:     []netip.Prefix{netip.MustParsePrefix("192.168.50.0/24"), netip.MustParsePrefix("172.16.0.0/12")},
 		SubnetSNAT: false, KernelForwardOnly: true,
+		TCPProxy: "kcp", NoProxyInput: true, KCP: KCPConfig{IntervalMS: 20, Window: 2048, Resend: 0},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Resolve() =\n%+v\nwant\n%+v", got, want)
@@ -183,7 +191,7 @@ network_secret_file = "secret"`)}, check: func(c Config) string {
 			return diff(c.Control, "/tmp/c.sock") + diff(c.StateDir, "/var/lib/weft/mesh3")
 		}},
 		{name: "unknown key", args: []string{"--config", writeFile(t, "unknown.toml", requiredTOML+"colour = 1\n[kcp]\nwindow = 3\n")}, wantErr: `unknown key "colour"`},
-		{name: "unknown table", args: []string{"--config", writeFile(t, "table.toml", requiredTOML+"[kcp]\nwindow = 3\n")}, wantErr: `unknown key "kcp"`},
+		{name: "unknown table", args: []string{"--config", writeFile(t, "table.toml", requiredTOML+"[tuning]\nwindow = 3\n")}, wantErr: `unknown key "tuning"`},
 		{name: "dash key suggests underscore", args: []string{"--config", writeFile(t, "dash.toml", requiredTOML+`log-level = "debug"`)}, wantErr: `unknown key "log-level": did you mean "log_level"?`},
 		{name: "wrong type", args: []string{"--config", writeFile(t, "type.toml", requiredTOML+`mtu = "big"`)}, wantErr: `type.toml: toml: line 5 (last key "mtu"): incompatible types`},
 		{name: "wrong list element", args: []string{"--config", writeFile(t, "list.toml", requiredTOML+`peer = ["udp://1.2.3.4"]`)}, wantErr: `list.toml: toml: line 5 (last key "peer")`},

@@ -53,6 +53,20 @@ func (c Config) Validate() error {
 	}
 	add(checkMetricsListen(c.MetricsListen))
 	errs = append(errs, c.checkSubnets()...)
+	switch c.TCPProxy {
+	case "off", "kcp":
+	default:
+		add(fmt.Errorf("--tcp-proxy %q: must be off or kcp", c.TCPProxy))
+	}
+	if c.KCP.IntervalMS < 10 || c.KCP.IntervalMS > 100 {
+		add(fmt.Errorf("--kcp-interval-ms %d: must be between 10 and 100", c.KCP.IntervalMS))
+	}
+	if c.KCP.Window < 32 || c.KCP.Window > 16384 {
+		add(fmt.Errorf("--kcp-window %d: must be between 32 and 16384 segments", c.KCP.Window))
+	}
+	if c.KCP.Resend < 0 {
+		add(fmt.Errorf("--kcp-resend %d: must be 0 (off) or more", c.KCP.Resend))
+	}
 	return errors.Join(errs...)
 }
 

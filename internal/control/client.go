@@ -57,6 +57,13 @@ func (c *Client) Routes(ctx context.Context) ([]Route, error) {
 	return rs, err
 }
 
+// Proxy returns the TCP flows the node carries over the KCP proxy (GET /v1/proxy).
+func (c *Client) Proxy(ctx context.Context) ([]ProxyFlow, error) {
+	var fs []ProxyFlow
+	err := c.Get(ctx, "/v1/proxy", &fs)
+	return fs, err
+}
+
 // Get requests path (e.g. "/v1/status") and decodes the JSON answer into v. Errors name the socket and the
 // cause; when no node listens on the socket the error matches ErrNoNode.
 func (c *Client) Get(ctx context.Context, path string, v any) error {

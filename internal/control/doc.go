@@ -5,11 +5,13 @@
 //	GET /v1/status   Status as JSON
 //	GET /v1/peers    []Peer as JSON
 //	GET /v1/routes   []Route as JSON
+//	GET /v1/proxy    []ProxyFlow as JSON
 //	GET /metrics     Prometheus metrics (404 when the node has no gatherer)
 //	GET /debug/pprof/...  net/http/pprof
 //
 // The JSON types in types.go are a public interface: their field names are fixed, every field is
 // documented in FieldDocs (checked against the structs by tests), and golden files in testdata/ pin the
-// encoding. Client is the typed client the CLI uses; WriteStatus, WritePeers and WriteRoutes print the
-// aligned tables of `weft status`, `weft peers` and `weft routes`, and WriteJSON their --json form.
+// encoding. Client is the typed client the CLI uses; WriteStatus, WritePeers, WriteRoutes and WriteProxy
+// print the aligned tables of `weft status`, `weft peers`, `weft routes` and `weft proxy`, and WriteJSON
+// their --json form.
 package control

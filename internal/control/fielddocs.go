@@ -11,6 +11,9 @@ type TypeDoc struct {
 	Name string
 	// Endpoint is the request that returns the type, e.g. "GET /v1/status".
 	Endpoint string
+	// Field is the JSON field of the Endpoint's answer that holds the type, e.g. "proxy"; "" when the
+	// answer is the type itself.
+	Field string
 	// Array is true when the endpoint returns a JSON array of the type.
 	Array bool
 	// Fields lists the type's JSON fields in encoding order.
@@ -22,13 +25,13 @@ type FieldDoc struct {
 	// JSON is the field's JSON name, e.g. "node_id".
 	JSON string
 	// Type is the field's JSON type: "string", "integer", "number", "boolean", "array of string",
-	// "object of integer" or "string or null".
+	// "object of integer", "object" (a nested type documented by its own TypeDoc) or "string or null".
 	Type string
 	// Meaning says what the field means; it is the field's doc comment in types.go, word for word.
 	Meaning string
 }
 
-// FieldDocs returns the documentation of every field of Status, Peer and Route. It is the single source
+// FieldDocs returns the documentation of every field of Status, ProxyStatus, Peer, Route and ProxyFlow. It is the single source
 // the README and the field doc comments are checked against.
 func FieldDocs() []TypeDoc {
 	return []TypeDoc{
@@ -44,6 +47,18 @@ func FieldDocs() []TypeDoc {
 			{"warnings", "array of string", "Problems the node detected that need attention (e.g. a duplicate virtual IP); [] when none."},
 			{"drops", "object of integer", `Dropped packets by reason ("malformed", "decrypt", "replay", "no_route", "unknown_session", "psk_mismatch", "ttl_exceeded", ...); {} when none.`},
 			{"uptime_s", "number", "Seconds since the node started."},
+			{"proxy", "object", "The transparent TCP proxy over KCP: its settings and counters (see ProxyStatus)."},
+		}},
+		{Name: "ProxyStatus", Endpoint: "GET /v1/status", Field: "proxy", Fields: []FieldDoc{
+			{"mode", "string", `Whether this node intercepts TCP flows to proxy-enabled prefixes and carries them over KCP: "off" or "kcp" (--tcp-proxy).`},
+			{"input", "string", `Whether this node accepts proxied flows from other nodes and re-originates them: "allow", or "deny" with --no-proxy-input.`},
+			{"flows_active", "integer", "TCP flows this node carries over KCP right now, on either side."},
+			{"flows_opened", "integer", "TCP flows opened since the node started, on either side."},
+			{"flows_refused", "integer", "Flows whose destination refused the connection or could not reach the server."},
+			{"flows_reset", "integer", "Flows ended by a reset: from either end of the connection, or because the peer was lost."},
+			{"kcp_bytes_tx", "integer", "Flow payload bytes sent over KCP."},
+			{"kcp_bytes_rx", "integer", "Flow payload bytes received over KCP."},
+			{"kcp_retransmits", "integer", "KCP segments retransmitted."},
 		}},
 		{Name: "Peer", Endpoint: "GET /v1/peers", Array: true, Fields: []FieldDoc{
 			{"hostname", "string", "The peer's hostname, as it announced it."},
@@ -67,6 +82,17 @@ func FieldDocs() []TypeDoc {
 			{"cost", "number", "The path cost to the announcing node in milliseconds."},
 			{"proxy", "string", `Whether the announcing node accepts TCP-proxied (KCP) flows to the prefix: "allow" or "deny".`},
 		}},
+		{Name: "ProxyFlow", Endpoint: "GET /v1/proxy", Array: true, Fields: []FieldDoc{
+			{"src", "string", `The client's "ip:port": the real 4-tuple, the same on both nodes, e.g. "10.144.144.1:40312".`},
+			{"dst", "string", `The server's "ip:port" as the client dialled it, e.g. "192.168.1.10:443".`},
+			{"side", "string", `This node's end of the flow: "source" (it accepted the client's connection) or "destination" (it re-originated the connection to the server).`},
+			{"transport", "string", `How the flow travels between the two nodes: "kcp".`},
+			{"state", "string", `The flow's state: "connecting", "established", "half-closed" or "closing".`},
+			{"bytes_up", "integer", "Payload bytes from the client to the server."},
+			{"bytes_down", "integer", "Payload bytes from the server to the client."},
+			{"age_s", "number", "Seconds since the flow was opened."},
+			{"peer", "string", "The ID of the node at the other end of the flow."},
+		}},
 	}
 }
 
@@ -78,11 +104,15 @@ func FieldDocsMarkdown() string {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		shape := "a JSON object"
-		if td.Array {
-			shape = "a JSON array of objects"
+		fmt.Fprintf(&b, "#### %s\n\n", td.Name)
+		switch {
+		case td.Field != "":
+			fmt.Fprintf(&b, "The `%s` field of the answer to `%s` is a JSON object with these fields:\n\n", td.Field, td.Endpoint)
+		case td.Array:
+			fmt.Fprintf(&b, "`%s` returns a JSON array of objects with these fields:\n\n", td.Endpoint)
+		default:
+			fmt.Fprintf(&b, "`%s` returns a JSON object with these fields:\n\n", td.Endpoint)
 		}
-		fmt.Fprintf(&b, "#### %s\n\n`%s` returns %s with these fields:\n\n", td.Name, td.Endpoint, shape)
 		b.WriteString("| field | type | meaning |\n| --- | --- | --- |\n")
 		for _, f := range td.Fields {
 			fmt.Fprintf(&b, "| `%s` | %s | %s |\n", f.JSON, f.Type, markdownCell(f.Meaning))

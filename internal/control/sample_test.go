@@ -27,6 +27,8 @@ func sampleStatus() Status {
 		Warnings:    []string{"duplicate virtual IP 10.144.144.3 announced by 7c1e2d3f4a5b6c7d and 0a1b2c3d4e5f6071"},
 		Drops:       map[string]uint64{"replay": 2, "decrypt": 17, "no_route": 0},
 		UptimeS:     3725.5,
+		Proxy: ProxyStatus{Mode: "kcp", Input: "allow", FlowsActive: 4, FlowsOpened: 1289, FlowsRefused: 3,
+			FlowsReset: 17, KCPBytesTx: 734003200, KCPBytesRx: 52428800, KCPRetransmits: 211},
 	}
 }
 
@@ -52,6 +54,21 @@ func sampleRoutes() []Route {
 		{Prefix: "10.144.144.10/32", NodeID: "0a1b2c3d4e5f6071", Hostname: "delta", NextHop: "10.144.144.2", Hops: 2, Cost: 41.25, Proxy: "allow"},
 		{Prefix: "10.144.144.2/32", NodeID: "7c1e2d3f4a5b6c7d", Hostname: "beta", NextHop: "10.144.144.2", Hops: 1, Cost: 0.42, Proxy: "allow"},
 		{Prefix: "10.0.0.0/8", NodeID: "5d6e7f8091a2b3c4", Hostname: "gamma", NextHop: "10.144.144.3", Hops: 1, Cost: 12.5, Proxy: "allow"},
+	}
+}
+
+func sampleProxy() []ProxyFlow {
+	// Deliberately out of order: 10.144.144.10 must sort after 10.144.144.2 and port 9000 before 40312
+	// (numeric, not textual).
+	return []ProxyFlow{
+		{Src: "10.144.144.10:51000", Dst: "10.144.144.1:22", Side: "destination", Transport: "kcp",
+			State: "established", BytesUp: 4096, BytesDown: 1 << 20, AgeS: 7260.2, Peer: "0a1b2c3d4e5f6071"},
+		{Src: "10.144.144.1:40312", Dst: "192.168.1.10:443", Side: "source", Transport: "kcp",
+			State: "half-closed", BytesUp: 734003200, BytesDown: 1234, AgeS: 95.7, Peer: "7c1e2d3f4a5b6c7d"},
+		{Src: "10.144.144.1:9000", Dst: "10.0.3.4:6379", Side: "source", Transport: "kcp",
+			State: "connecting", AgeS: 0.4, Peer: "5d6e7f8091a2b3c4"},
+		{Src: "10.144.144.2:33000", Dst: "10.144.144.1:80", Side: "destination", Transport: "kcp",
+			State: "closing", BytesUp: 512, BytesDown: 48000, AgeS: 3.9, Peer: "7c1e2d3f4a5b6c7d"},
 	}
 }
 

@@ -30,9 +30,12 @@ type Backend interface {
 	Peers() []Peer
 	// Routes returns every remote prefix, in any order; nil means none.
 	Routes() []Route
+	// Proxy returns every TCP flow the node carries over the KCP proxy, on either side, in any order; nil
+	// means none.
+	Proxy() []ProxyFlow
 }
 
-// Server serves the control API: GET /v1/status, /v1/peers and /v1/routes as JSON, /metrics and
+// Server serves the control API: GET /v1/status, /v1/peers, /v1/routes and /v1/proxy as JSON, /metrics and
 // /debug/pprof/. Create it with NewServer.
 type Server struct {
 	backend Backend
@@ -56,6 +59,9 @@ func NewServer(b Backend, gatherer prometheus.Gatherer, log *slog.Logger) *Serve
 	s.mux.HandleFunc("GET /v1/routes", func(w http.ResponseWriter, r *http.Request) {
 		s.writeJSON(w, r, nonNil(b.Routes()))
 	})
+	s.mux.HandleFunc("GET /v1/proxy", func(w http.ResponseWriter, r *http.Request) {
+		s.writeJSON(w, r, nonNil(b.Proxy()))
+	})
 	if gatherer != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -69,7 +75,7 @@ func NewServer(b Backend, gatherer prometheus.Gatherer, log *slog.Logger) *Serve
 	return s
 }
 
-// Handle registers h for pattern (http.ServeMux syntax, e.g. "GET /v1/proxy"). It is the extension point
+// Handle registers h for pattern (http.ServeMux syntax, e.g. "GET /v1/debug/flows"). It is the extension point
 // for endpoints owned by other packages. It panics, as http.ServeMux does, when pattern conflicts with a
 // registered one: that is a programming error, not bad input.
 func (s *Server) Handle(pattern string, h http.Handler) {

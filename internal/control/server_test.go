@@ -23,11 +23,15 @@ type fakeBackend struct {
 	status Status
 	peers  []Peer
 	routes []Route
+	flows  []ProxyFlow
 }
 
 func (b fakeBackend) Status() Status  { return b.status }
 func (b fakeBackend) Peers() []Peer   { return b.peers }
 func (b fakeBackend) Routes() []Route { return b.routes }
+func (b fakeBackend) Proxy() []ProxyFlow {
+	return b.flows
+}
 
 var _ Backend = fakeBackend{}
 
@@ -54,7 +58,7 @@ func startServer(t *testing.T, b Backend, g prometheus.Gatherer) (string, *Serve
 }
 
 func TestClientServer(t *testing.T) {
-	b := fakeBackend{status: sampleStatus(), peers: samplePeers(), routes: sampleRoutes()}
+	b := fakeBackend{status: sampleStatus(), peers: samplePeers(), routes: sampleRoutes(), flows: sampleProxy()}
 	path, _ := startServer(t, b, nil)
 	c := NewClient(path)
 	ctx := context.Background()
@@ -79,6 +83,13 @@ func TestClientServer(t *testing.T) {
 	}
 	if !reflect.DeepEqual(rs, b.routes) {
 		t.Errorf("Routes = %+v, want %+v", rs, b.routes)
+	}
+	fs, err := c.Proxy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fs, b.flows) {
+		t.Errorf("Proxy = %+v, want %+v", fs, b.flows)
 	}
 }
 
@@ -114,7 +125,7 @@ func TestServerEndpoints(t *testing.T) {
 	drops.Add(3)
 	withMetrics, _ := startServer(t, fakeBackend{}, reg) // nil slices in the backend
 	noMetrics, srv := startServer(t, fakeBackend{}, nil)
-	srv.Handle("GET /v1/proxy", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv.Handle("GET /v1/extension", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "extension")
 	}))
 
@@ -133,7 +144,9 @@ func TestServerEndpoints(t *testing.T) {
 		{"metrics", withMetrics, "GET", "/metrics", 200, "text/plain", "weft_test_drops_total 3"},
 		{"no gatherer", noMetrics, "GET", "/metrics", 404, "", ""},
 		{"pprof goroutines", noMetrics, "GET", "/debug/pprof/goroutine?debug=1", 200, "text/plain", "goroutine profile: total"},
-		{"extension", noMetrics, "GET", "/v1/proxy", 200, "", "extension"},
+		{"nil proxy flows are []", withMetrics, "GET", "/v1/proxy", 200, "application/json", "[]\n"},
+		{"status has proxy", withMetrics, "GET", "/v1/status", 200, "application/json", `"proxy":{"mode":`},
+		{"extension", noMetrics, "GET", "/v1/extension", 200, "", "extension"},
 		{"wrong method", noMetrics, "POST", "/v1/status", 405, "", ""},
 		{"unknown path", noMetrics, "GET", "/v1/nope", 404, "", ""},
 	}

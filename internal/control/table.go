@@ -40,6 +40,7 @@ func WriteStatus(w io.Writer, s Status) error {
 	t.list("listeners:", s.Listeners)
 	t.row("version:", s.Version)
 	t.row("uptime:", formatDuration(time.Duration(s.UptimeS*float64(time.Second))))
+	t.row("proxy:", formatProxyStatus(s.Proxy))
 	t.list("warnings:", s.Warnings)
 	t.list("drops:", formatDrops(s.Drops))
 	return t.flush("status")
@@ -73,6 +74,23 @@ func WriteRoutes(w io.Writer, rs []Route) error {
 		t.row(r.Prefix, r.Hostname, r.NodeID, r.NextHop, strconv.Itoa(r.Hops), formatLatency(r.Cost), r.Proxy)
 	}
 	return t.flush("routes")
+}
+
+// WriteProxy writes one aligned row per proxied TCP flow, sorted by source, then destination ("ip:port",
+// numerically).
+func WriteProxy(w io.Writer, fs []ProxyFlow) error {
+	fs = slices.Clone(fs)
+	slices.SortStableFunc(fs, func(a, b ProxyFlow) int {
+		return cmp.Or(compareAddrPort(a.Src, b.Src), compareAddrPort(a.Dst, b.Dst),
+			cmp.Compare(a.Side, b.Side), cmp.Compare(a.Peer, b.Peer))
+	})
+	t := newTable(w)
+	t.row("SRC", "DST", "SIDE", "TRANSPORT", "STATE", "UP", "DOWN", "AGE", "PEER")
+	for _, f := range fs {
+		t.row(f.Src, f.Dst, f.Side, f.Transport, f.State, formatBytes(f.BytesUp), formatBytes(f.BytesDown),
+			formatDuration(time.Duration(f.AgeS*float64(time.Second))), f.Peer)
+	}
+	return t.flush("proxy")
 }
 
 // table writes aligned rows through a tabwriter.
@@ -135,6 +153,22 @@ func compareAddr(a, b string) int {
 	switch {
 	case errA == nil && errB == nil:
 		return aa.Compare(ab)
+	case errA == nil:
+		return -1
+	case errB == nil:
+		return 1
+	default:
+		return strings.Compare(a, b)
+	}
+}
+
+// compareAddrPort orders "ip:port" strings by address, then port; unparsable ones sort last, by text.
+func compareAddrPort(a, b string) int {
+	pa, errA := netip.ParseAddrPort(a)
+	pb, errB := netip.ParseAddrPort(b)
+	switch {
+	case errA == nil && errB == nil:
+		return pa.Compare(pb)
 	case errA == nil:
 		return -1
 	case errB == nil:
@@ -208,6 +242,15 @@ func formatDuration(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dd%dh", s/86400, s%86400/3600)
 	}
+}
+
+// formatProxyStatus renders the proxy settings and counters on one line, e.g.
+// "kcp, input allow; flows 2 active, 9 opened, 1 refused, 0 reset; kcp tx 1.5 MiB, rx 3.0 MiB, 4 retransmits".
+func formatProxyStatus(p ProxyStatus) string {
+	mode, input := cmp.Or(p.Mode, empty), cmp.Or(p.Input, empty)
+	return fmt.Sprintf("%s, input %s; flows %d active, %d opened, %d refused, %d reset; kcp tx %s, rx %s, %d retransmits",
+		mode, input, p.FlowsActive, p.FlowsOpened, p.FlowsRefused, p.FlowsReset,
+		formatBytes(p.KCPBytesTx), formatBytes(p.KCPBytesRx), p.KCPRetransmits)
 }
 
 // formatDrops renders drop counters as sorted "reason=count" strings.

@@ -16,6 +16,7 @@ func TestTablesGolden(t *testing.T) {
 		{"status.txt", func(b *bytes.Buffer) error { return WriteStatus(b, sampleStatus()) }},
 		{"peers.txt", func(b *bytes.Buffer) error { return WritePeers(b, samplePeers(), sampleNow) }},
 		{"routes.txt", func(b *bytes.Buffer) error { return WriteRoutes(b, sampleRoutes()) }},
+		{"proxy.txt", func(b *bytes.Buffer) error { return WriteProxy(b, sampleProxy()) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -44,11 +45,14 @@ func column(t *testing.T, table, header string) []string {
 }
 
 func TestTableOrderAndAlignment(t *testing.T) {
-	var peers, routes bytes.Buffer
+	var peers, routes, proxy bytes.Buffer
 	if err := WritePeers(&peers, samplePeers(), sampleNow); err != nil {
 		t.Fatal(err)
 	}
 	if err := WriteRoutes(&routes, sampleRoutes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteProxy(&proxy, sampleProxy()); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -62,6 +66,9 @@ func TestTableOrderAndAlignment(t *testing.T) {
 		{"peers empty endpoint", peers.String(), "ENDPOINT", []string{"203.0.113.7:11010", "198.51.100.20:443", "-"}},
 		{"routes by prefix", routes.String(), "PREFIX", []string{"10.0.0.0/8", "10.144.144.2/32", "10.144.144.10/32", "192.168.1.0/24"}},
 		{"routes proxy", routes.String(), "PROXY", []string{"allow", "allow", "allow", "deny"}},
+		{"proxy by src numerically", proxy.String(), "SRC", []string{"10.144.144.1:9000", "10.144.144.1:40312", "10.144.144.2:33000", "10.144.144.10:51000"}},
+		{"proxy age", proxy.String(), "AGE", []string{"0s", "1m35s", "3s", "2h1m"}},
+		{"proxy side", proxy.String(), "SIDE", []string{"source", "source", "destination", "destination"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,6 +91,26 @@ func TestWritePeersKeepsCallerOrder(t *testing.T) {
 	}
 }
 
+func TestWriteProxyOrder(t *testing.T) {
+	fs := []ProxyFlow{
+		{Src: "not-an-addr", Dst: "b"},
+		{Src: "10.144.144.1:5000", Dst: "10.144.144.3:80"},
+		{Src: "10.144.144.1:5000", Dst: "10.144.144.2:80"},
+		{Src: "", Dst: "a"},
+	}
+	first := fs[0].Src
+	var buf bytes.Buffer
+	if err := WriteProxy(&buf, fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs[0].Src != first {
+		t.Errorf("WriteProxy reordered the caller's slice: first is %s, was %s", fs[0].Src, first)
+	}
+	if got, want := column(t, buf.String(), "DST"), []string{"10.144.144.2:80", "10.144.144.3:80", "a", "b"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("column DST = %q, want %q (by src, then dst; unparsable last)", got, want)
+	}
+}
+
 func TestEmptyTablesHaveHeaders(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -92,6 +119,7 @@ func TestEmptyTablesHaveHeaders(t *testing.T) {
 	}{
 		{"peers", func(b *bytes.Buffer) error { return WritePeers(b, nil, sampleNow) }, "HOSTNAME  NODE_ID  IPV4  TUNNEL  ENDPOINT  NEXT_HOP  LATENCY  RX  TX  LAST_HANDSHAKE\n"},
 		{"routes", func(b *bytes.Buffer) error { return WriteRoutes(b, nil) }, "PREFIX  HOSTNAME  NODE_ID  NEXT_HOP  HOPS  COST  PROXY\n"},
+		{"proxy", func(b *bytes.Buffer) error { return WriteProxy(b, nil) }, "SRC  DST  SIDE  TRANSPORT  STATE  UP  DOWN  AGE  PEER\n"},
 		{"status", func(b *bytes.Buffer) error { return WriteStatus(b, Status{}) }, "warnings:   -\ndrops:      -\n"},
 	}
 	for _, tt := range tests {
@@ -134,6 +162,7 @@ func TestTableWriteErrors(t *testing.T) {
 		{"status", func() error { return WriteStatus(failingWriter{}, sampleStatus()) }},
 		{"peers", func() error { return WritePeers(failingWriter{}, samplePeers(), sampleNow) }},
 		{"routes", func() error { return WriteRoutes(failingWriter{}, sampleRoutes()) }},
+		{"proxy", func() error { return WriteProxy(failingWriter{}, sampleProxy()) }},
 		{"json", func() error { return WriteJSON(failingWriter{}, sampleStatus()) }},
 	}
 	for _, tt := range tests {

@@ -29,6 +29,31 @@ type Status struct {
 	Drops map[string]uint64 `json:"drops"`
 	// Seconds since the node started.
 	UptimeS float64 `json:"uptime_s"`
+	// The transparent TCP proxy over KCP: its settings and counters (see ProxyStatus).
+	Proxy ProxyStatus `json:"proxy"`
+}
+
+// ProxyStatus is the "proxy" object of Status: the settings and counters of the transparent TCP proxy over
+// KCP. Counters are totals since the node started.
+type ProxyStatus struct {
+	// Whether this node intercepts TCP flows to proxy-enabled prefixes and carries them over KCP: "off" or "kcp" (--tcp-proxy).
+	Mode string `json:"mode"`
+	// Whether this node accepts proxied flows from other nodes and re-originates them: "allow", or "deny" with --no-proxy-input.
+	Input string `json:"input"`
+	// TCP flows this node carries over KCP right now, on either side.
+	FlowsActive uint64 `json:"flows_active"`
+	// TCP flows opened since the node started, on either side.
+	FlowsOpened uint64 `json:"flows_opened"`
+	// Flows whose destination refused the connection or could not reach the server.
+	FlowsRefused uint64 `json:"flows_refused"`
+	// Flows ended by a reset: from either end of the connection, or because the peer was lost.
+	FlowsReset uint64 `json:"flows_reset"`
+	// Flow payload bytes sent over KCP.
+	KCPBytesTx uint64 `json:"kcp_bytes_tx"`
+	// Flow payload bytes received over KCP.
+	KCPBytesRx uint64 `json:"kcp_bytes_rx"`
+	// KCP segments retransmitted.
+	KCPRetransmits uint64 `json:"kcp_retransmits"`
 }
 
 // MarshalJSON encodes s with [] and {} in place of nil Listeners, Warnings and Drops, so clients never
@@ -90,4 +115,27 @@ type Route struct {
 	Cost float64 `json:"cost"`
 	// Whether the announcing node accepts TCP-proxied (KCP) flows to the prefix: "allow" or "deny".
 	Proxy string `json:"proxy"`
+}
+
+// ProxyFlow is one element of the answer to GET /v1/proxy, printed by `weft proxy`: one per TCP flow this
+// node carries over the KCP proxy.
+type ProxyFlow struct {
+	// The client's "ip:port": the real 4-tuple, the same on both nodes, e.g. "10.144.144.1:40312".
+	Src string `json:"src"`
+	// The server's "ip:port" as the client dialled it, e.g. "192.168.1.10:443".
+	Dst string `json:"dst"`
+	// This node's end of the flow: "source" (it accepted the client's connection) or "destination" (it re-originated the connection to the server).
+	Side string `json:"side"`
+	// How the flow travels between the two nodes: "kcp".
+	Transport string `json:"transport"`
+	// The flow's state: "connecting", "established", "half-closed" or "closing".
+	State string `json:"state"`
+	// Payload bytes from the client to the server.
+	BytesUp uint64 `json:"bytes_up"`
+	// Payload bytes from the server to the client.
+	BytesDown uint64 `json:"bytes_down"`
+	// Seconds since the flow was opened.
+	AgeS float64 `json:"age_s"`
+	// The ID of the node at the other end of the flow.
+	Peer string `json:"peer"`
 }

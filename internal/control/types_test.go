@@ -22,6 +22,7 @@ func TestJSONGolden(t *testing.T) {
 		{"status.json", sampleStatus(), func(b []byte) (any, error) { var v Status; err := json.Unmarshal(b, &v); return v, err }},
 		{"peers.json", samplePeers(), func(b []byte) (any, error) { var v []Peer; err := json.Unmarshal(b, &v); return v, err }},
 		{"routes.json", sampleRoutes(), func(b []byte) (any, error) { var v []Route; err := json.Unmarshal(b, &v); return v, err }},
+		{"proxy.json", sampleProxy(), func(b []byte) (any, error) { var v []ProxyFlow; err := json.Unmarshal(b, &v); return v, err }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.golden, func(t *testing.T) {
@@ -49,6 +50,7 @@ func TestJSONNeverNull(t *testing.T) {
 	}{
 		{"zero status", Status{}, []string{`"listeners":[]`, `"warnings":[]`, `"drops":{}`}},
 		{"status pointer", &Status{}, []string{`"warnings":[]`, `"drops":{}`}},
+		{"status proxy object", Status{}, []string{`"proxy":{"mode":"","input":"","flows_active":0,`}},
 		{"peer without handshake", Peer{}, []string{`"last_handshake":null`}},
 	}
 	for _, tt := range tests {
@@ -92,6 +94,8 @@ func jsonType(t *testing.T, ft reflect.Type) string {
 		return "array of " + jsonType(t, ft.Elem())
 	case reflect.Map:
 		return "object of " + jsonType(t, ft.Elem())
+	case reflect.Struct:
+		return "object"
 	case reflect.Pointer:
 		if ft.Elem() == reflect.TypeFor[time.Time]() {
 			return "string or null"
@@ -103,9 +107,11 @@ func jsonType(t *testing.T, ft reflect.Type) string {
 
 func TestFieldDocsMatchStructs(t *testing.T) {
 	types := map[string]reflect.Type{
-		"Status": reflect.TypeFor[Status](),
-		"Peer":   reflect.TypeFor[Peer](),
-		"Route":  reflect.TypeFor[Route](),
+		"Status":      reflect.TypeFor[Status](),
+		"ProxyStatus": reflect.TypeFor[ProxyStatus](),
+		"Peer":        reflect.TypeFor[Peer](),
+		"Route":       reflect.TypeFor[Route](),
+		"ProxyFlow":   reflect.TypeFor[ProxyFlow](),
 	}
 	docs := FieldDocs()
 	if len(docs) != len(types) {
@@ -134,11 +140,26 @@ func TestFieldDocsMatchStructs(t *testing.T) {
 			if want := jsonType(t, f.Type); d.Type != want {
 				t.Errorf("%s.%s: FieldDocs type %q, want %q", td.Name, tag, d.Type, want)
 			}
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Time]() {
+				if _, ok := types[f.Type.Name()]; !ok || !documentsField(docs, f.Type.Name(), td.Endpoint, tag) {
+					t.Errorf("%s.%s: nested type %s has no TypeDoc with Endpoint %q and Field %q", td.Name, tag, f.Type.Name(), td.Endpoint, tag)
+				}
+			}
 			if strings.TrimSpace(d.Meaning) == "" {
 				t.Errorf("%s.%s: empty meaning", td.Name, tag)
 			}
 		}
 	}
+}
+
+// documentsField reports whether docs has a TypeDoc for the nested type name held in field of endpoint's answer.
+func documentsField(docs []TypeDoc, name, endpoint, field string) bool {
+	for _, td := range docs {
+		if td.Name == name && td.Endpoint == endpoint && td.Field == field {
+			return true
+		}
+	}
+	return false
 }
 
 // TestFieldDocsMatchComments checks the doc comments of the fields in types.go say exactly what FieldDocs

@@ -32,10 +32,10 @@ func (n *Node) ownAnnounce() mesh.Announce {
 		Seq:      n.annSeq,
 		Hostname: n.cfg.Hostname,
 		IPv4:     n.cfg.IPv4,
-		ProxyIn:  false, // the KCP proxy is not built yet: nobody may proxy to this node
+		ProxyIn:  !n.cfg.NoProxyInput,
 	}
 	for _, s := range n.cfg.Subnet {
-		a.Subnets = append(a.Subnets, mesh.Subnet{Prefix: s, Proxy: false})
+		a.Subnets = append(a.Subnets, mesh.Subnet{Prefix: s, Proxy: !n.cfg.NoProxyInput && !n.cfg.KernelForwardOnly})
 	}
 	n.mu.Lock()
 	for id, p := range n.peers {
@@ -151,7 +151,15 @@ func (n *Node) recompute() {
 	n.recomputeMu.Lock()
 	defer n.recomputeMu.Unlock()
 	tab := mesh.Compute(n.self, n.db.All())
-	n.table.Store(tab)
+	old := n.table.Swap(tab)
+	if n.proxy != nil && old != nil {
+		// Proxied flows with a node that is no longer reachable are reset on this end.
+		for _, info := range old.Nodes() {
+			if _, ok := tab.Node(info.ID); !ok {
+				n.proxy.closePeer(info.ID)
+			}
+		}
+	}
 	n.updateConflictWarnings(tab)
 	n.syncKernelRoutes(tab)
 }

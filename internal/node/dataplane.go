@@ -106,6 +106,9 @@ func (n *Node) sendIP(tab *mesh.Table, buf []byte, size int, out *outBatch) {
 		n.drops.inc("not_ipv4")
 		return
 	}
+	if n.proxyOutbound(tab, buf[tunOffset:tunOffset+length], dst) {
+		return
+	}
 	r, ok := tab.Lookup(dst)
 	if !ok {
 		n.drops.inc("no_route")
@@ -231,6 +234,8 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 		n.onPong(p, int64(beUint64(pt[5:13])))
 	case msgAnnounce:
 		n.receiveAnnounce(p, pt[1:])
+	case msgKCP:
+		n.receiveKCP(pkt, pt)
 	default:
 		n.drops.inc("malformed")
 	}

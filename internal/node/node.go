@@ -105,6 +105,7 @@ type Node struct {
 
 	dev       tun.Device
 	tr        *underlay.Transport
+	proxy     *proxier // nil when this node neither proxies nor accepts proxied flows
 	listeners []string
 
 	db    *mesh.DB
@@ -223,6 +224,14 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 			defer fw.Close()
 		}
+	}
+
+	if cfg.TCPProxy == "kcp" || !cfg.NoProxyInput {
+		n.proxy, err = n.startProxy()
+		if err != nil {
+			return fmt.Errorf("start the TCP proxy: %w", err)
+		}
+		defer n.proxy.close()
 	}
 
 	n.tunBatches.New = func() any { b := make([][]byte, 0, 128); return &b }

@@ -19,7 +19,7 @@ import (
 // dropReasons are the reasons a packet is dropped; each has its own counter.
 var dropReasons = [...]string{
 	"malformed", "decrypt", "replay", "unknown_session", "psk_mismatch", "handshake_flood", "no_route",
-	"no_session", "ttl_exceeded", "not_ipv4", "seal", "send", "tun_read", "tun_write", "other",
+	"no_session", "no_proxy", "ttl_exceeded", "not_ipv4", "seal", "send", "tun_read", "tun_write", "other",
 }
 
 // dropCounters counts dropped packets by reason without locks.
@@ -69,7 +69,52 @@ func (b backend) Status() control.Status {
 		Warnings:    warnings,
 		Drops:       n.drops.snapshot(),
 		UptimeS:     time.Since(n.started).Seconds(),
+		Proxy:       b.proxyStatus(),
 	}
+}
+
+func (b backend) proxyStatus() control.ProxyStatus {
+	n := b.n
+	ps := control.ProxyStatus{Mode: n.cfg.TCPProxy, Input: "allow"}
+	if n.cfg.NoProxyInput {
+		ps.Input = "deny"
+	}
+	p := n.proxy
+	if p == nil {
+		return ps
+	}
+	st := p.tr.Stats()
+	ps.FlowsActive = uint64(len(p.snapshot()))
+	ps.FlowsOpened = p.opened.Load()
+	ps.FlowsRefused = p.refused.Load()
+	ps.FlowsReset = p.reset.Load()
+	ps.KCPBytesTx = uint64(max(st.PayloadSent, 0))
+	ps.KCPBytesRx = uint64(max(st.PayloadReceived, 0))
+	ps.KCPRetransmits = uint64(max(st.Retransmits, 0))
+	return ps
+}
+
+func (b backend) Proxy() []control.ProxyFlow {
+	p := b.n.proxy
+	if p == nil {
+		return nil
+	}
+	now := time.Now()
+	var out []control.ProxyFlow
+	for _, r := range p.snapshot() {
+		out = append(out, control.ProxyFlow{
+			Src:       r.id.Src.String(),
+			Dst:       r.id.Dst.String(),
+			Side:      r.side,
+			Transport: "kcp",
+			State:     r.state.Load().(string),
+			BytesUp:   r.up.Load(),
+			BytesDown: r.down.Load(),
+			AgeS:      now.Sub(r.start).Seconds(),
+			Peer:      r.peer.String(),
+		})
+	}
+	return out
 }
 
 func (b backend) Peers() []control.Peer {

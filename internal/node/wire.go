@@ -6,6 +6,7 @@ package node
 //	msgPing      | 2 | seq u32 | sent unix nanos u64        keepalive and latency probe, answered by msgPong
 //	msgPong      | 3 | seq u32 | sent unix nanos u64        the ping's payload echoed back
 //	msgAnnounce  | 4 | mesh.Announce wire encoding          link-state flooding
+//	msgKCP       | 5 | ttl u8 | dst node u64 | src node u64 | KCP segment   the proxy's transport, end to end
 //
 // The handshake payload (hello) travels inside the Noise messages 2 and 3:
 //
@@ -22,6 +23,7 @@ const (
 	msgPing     = 2
 	msgPong     = 3
 	msgAnnounce = 4
+	msgKCP      = 5
 )
 
 // ipHeaderLen is the inner header in front of a relayed IP packet: type and TTL.
