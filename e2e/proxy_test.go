@@ -322,7 +322,7 @@ func TestProxyNoLeaks(t *testing.T) {
 	a, b, ha, hb := proxyPair(t)
 	startProbe(t, ha, "echo-server", "10.144.144.1:7500")
 	runProbe(t, hb, time.Minute, "many", "10.144.144.1:7500", "5") // warm up: sessions, pools
-	time.Sleep(20 * time.Second)                                      // the warm-up flows leave TIME_WAIT
+	time.Sleep(20 * time.Second)                                   // the warm-up flows leave TIME_WAIT
 	type level struct{ goroutines, fds int }
 	measure := func(n *weftNode) level {
 		out, err := hostCmd("curl", "-s", "--unix-socket", n.sock, "http://weft/debug/pprof/goroutine?debug=1")
