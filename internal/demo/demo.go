@@ -179,7 +179,7 @@ func (d *demo) startNodes(ctx context.Context) error {
 	if d.b, err = d.startNode(d.beta, ipBeta); err != nil {
 		return err
 	}
-	if d.a, err = d.startNode(d.alpha, ipAlpha, "--peer", "udp://192.0.2.2:11010"); err != nil {
+	if d.a, err = d.startNode(d.alpha, ipAlpha, "--peer", "udp://192.0.2.2:11010", "--tcp-proxy", "kcp"); err != nil {
 		return err
 	}
 	gammaPeer := []string{"--peer", "udp://198.51.100.2:11010"}
@@ -204,7 +204,7 @@ func (d *demo) startNodes(ctx context.Context) error {
 		}
 	}
 	d.p.command("beta", "weft up --ipv4 10.144.144.2/24 --hostname beta ...")
-	d.p.command("alpha", "weft up --ipv4 10.144.144.1/24 --hostname alpha --peer udp://192.0.2.2:11010 ...")
+	d.p.command("alpha", "weft up --ipv4 10.144.144.1/24 --hostname alpha --peer udp://192.0.2.2:11010 --tcp-proxy kcp ...")
 	subnet := " --subnet 192.168.50.0/24"
 	if d.lanSkip != "" {
 		subnet = ""

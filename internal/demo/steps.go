@@ -28,7 +28,7 @@ func (d *demo) showAll(ctx context.Context) {
 	d.check(ctx, "4. A LAN host behind gamma", d.showLAN)
 	d.check(ctx, "5. What alpha knows: weft peers, weft routes", d.showTables)
 	d.check(ctx, "6. The relay: weft status on beta", d.showRelay)
-	d.showProxy(ctx)
+	d.check(ctx, "7. The transparent TCP proxy: weft proxy on alpha and gamma", d.showProxy)
 }
 
 // showPing pings gamma's virtual IP from alpha.
@@ -187,10 +187,41 @@ func (d *demo) showRelay(ctx context.Context) error {
 	return nil
 }
 
-// showProxy is where the transparent TCP proxy belongs once `weft up --tcp-proxy kcp` exists: run the
-// TCP and Redis checks again through KCP (the service must still see 10.144.144.1:<port>) and print
-// `weft proxy` of alpha, the proxied flows with their real 4-tuples. Until then it shows nothing.
-func (d *demo) showProxy(context.Context) {}
+// showProxy holds one TCP connection from alpha to gamma open and prints `weft proxy` on both ends:
+// alpha runs --tcp-proxy kcp, so the steps above already went over KCP (through the relay beta), and the
+// same flow shows the same real 4-tuple on the node that accepted it and on the node that re-originated it.
+func (d *demo) showProxy(ctx context.Context) error {
+	d.p.say("alpha runs --tcp-proxy kcp: its TCP flows to gamma cross the mesh as KCP streams, and gamma")
+	d.p.say("re-originates each one FROM alpha's own address and port, so services see the real client.")
+	target := ipGamma + ":7000"
+	if d.redis {
+		target = ipGamma + ":6379"
+	}
+	d.p.command("alpha", "(sleep 4) | socat - TCP:"+target+",sourceport=41234   # a connection held open")
+	if _, err := d.topo.Start(d.alpha, "alpha-hold", "sh", "-c", "sleep 4 | socat - TCP:"+target+",sourceport=41234"); err != nil {
+		return err
+	}
+	want := ipAlpha + ":41234"
+	err := poll(ctx, 10*time.Second, "the held connection to show in weft proxy", func(ctx context.Context) (bool, error) {
+		out, err := exec.CommandContext(ctx, d.opts.Binary, "proxy", "--json", "--control", d.a.sock).Output()
+		return err == nil && strings.Contains(string(out), want), nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range []*node{d.a, d.c} {
+		out, err := d.cli(ctx, n, "proxy")
+		if err != nil {
+			return err
+		}
+		d.p.block(out)
+		if !strings.Contains(out, want) {
+			return fmt.Errorf("weft proxy on %s does not list the flow from %s", n.host.Name, want)
+		}
+	}
+	d.p.ok("the same flow, the same real 4-tuple, on both nodes: source side on alpha, destination side on gamma")
+	return nil
+}
 
 // cli runs `weft <what> --control SOCK` against node n, shows the command and returns its output.
 func (d *demo) cli(ctx context.Context, n *node, what string) (string, error) {

@@ -192,6 +192,9 @@ func (p *proxier) sendSegment(dst session.NodeID, seg []byte) error {
 	if out == nil {
 		return errors.New("no route to node " + dst.String())
 	}
+	c := n.trafficOf(dst)
+	c.txBytes.Add(uint64(len(seg)))
+	c.txPackets.Add(1)
 	return link.Send(out)
 }
 
@@ -215,6 +218,9 @@ func (n *Node) receiveKCP(pkt []byte, pt []byte) {
 			n.drops.inc("no_proxy")
 			return
 		}
+		c := n.trafficOf(src)
+		c.rxBytes.Add(uint64(len(pt) - kcpHeaderLen))
+		c.rxPackets.Add(1)
 		n.proxy.tr.Deliver(src, pt[kcpHeaderLen:])
 		return
 	}
