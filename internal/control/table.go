@@ -146,52 +146,37 @@ func cell(s string) string {
 	}, s)
 }
 
-// compareAddr orders IP addresses numerically; unparsable ones sort last, by text.
+// compareParsed orders two strings by their parsed values; unparsable ones sort last, by text.
+func compareParsed[T any](a, b string, parse func(string) (T, error), compare func(T, T) int) int {
+	va, errA := parse(a)
+	vb, errB := parse(b)
+	switch {
+	case errA == nil && errB == nil:
+		return compare(va, vb)
+	case errA == nil:
+		return -1
+	case errB == nil:
+		return 1
+	default:
+		return strings.Compare(a, b)
+	}
+}
+
+// compareAddr orders IP addresses numerically.
 func compareAddr(a, b string) int {
-	aa, errA := netip.ParseAddr(a)
-	ab, errB := netip.ParseAddr(b)
-	switch {
-	case errA == nil && errB == nil:
-		return aa.Compare(ab)
-	case errA == nil:
-		return -1
-	case errB == nil:
-		return 1
-	default:
-		return strings.Compare(a, b)
-	}
+	return compareParsed(a, b, netip.ParseAddr, netip.Addr.Compare)
 }
 
-// compareAddrPort orders "ip:port" strings by address, then port; unparsable ones sort last, by text.
+// compareAddrPort orders "ip:port" strings by address, then port.
 func compareAddrPort(a, b string) int {
-	pa, errA := netip.ParseAddrPort(a)
-	pb, errB := netip.ParseAddrPort(b)
-	switch {
-	case errA == nil && errB == nil:
-		return pa.Compare(pb)
-	case errA == nil:
-		return -1
-	case errB == nil:
-		return 1
-	default:
-		return strings.Compare(a, b)
-	}
+	return compareParsed(a, b, netip.ParseAddrPort, netip.AddrPort.Compare)
 }
 
-// comparePrefix orders prefixes by address, then by length; unparsable ones sort last, by text.
+// comparePrefix orders prefixes by address, then by length.
 func comparePrefix(a, b string) int {
-	pa, errA := netip.ParsePrefix(a)
-	pb, errB := netip.ParsePrefix(b)
-	switch {
-	case errA == nil && errB == nil:
+	return compareParsed(a, b, netip.ParsePrefix, func(pa, pb netip.Prefix) int {
 		return cmp.Or(pa.Addr().Compare(pb.Addr()), cmp.Compare(pa.Bits(), pb.Bits()))
-	case errA == nil:
-		return -1
-	case errB == nil:
-		return 1
-	default:
-		return strings.Compare(a, b)
-	}
+	})
 }
 
 // formatBytes renders n in IEC units: "512 B", "1.5 KiB", "3.2 GiB".
