@@ -221,6 +221,14 @@ func mustPing(t *testing.T, h *netlab.Host, dst netip.Addr, timeout time.Duratio
 	return netlab.Eventually(t, timeout, func() bool { return canPing(h, dst) }, "no ping reply from %s on host %s", dst, h.Name())
 }
 
+// waitListening waits until a TCP socket listens on addr ("ip:port") in host h.
+func waitListening(t *testing.T, h *netlab.Host, addr string) {
+	t.Helper()
+	netlab.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(h.Run(t, "ss", "-Htln"), addr+" ")
+	}, "nothing listens on %s in host %s", addr, h.Name())
+}
+
 // pair is two hosts on one veth link (192.0.2.1 and 192.0.2.2), the usual two-node setup.
 func pair(t *testing.T) (*netlab.Lab, *netlab.Host, *netlab.Host) {
 	lab := netlab.New(t)

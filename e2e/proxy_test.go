@@ -80,9 +80,7 @@ func runProbe(t *testing.T, h *netlab.Host, timeout time.Duration, args ...strin
 func TestProxyClassic(t *testing.T) {
 	a, b, ha, hb := proxyPair(t)
 	server := ha.Start(t, "nc", "-lvn", "10.144.144.1", "25666")
-	netlab.Eventually(t, 5*time.Second, func() bool {
-		return strings.Contains(ha.Run(t, "ss", "-Htln"), "10.144.144.1:25666")
-	}, "nc not listening")
+	waitListening(t, ha, "10.144.144.1:25666")
 	client := hb.Start(t, "sh", "-c", "(echo hello; sleep 3) | nc -N -p 41822 10.144.144.1 25666")
 	waitFlowOnBoth(t, b, a, "10.144.144.2:41822", "10.144.144.1:25666")
 	if _, err := client.Wait(15 * time.Second); err != nil {
@@ -100,9 +98,7 @@ func TestProxyRedis(t *testing.T) {
 	a, b, ha, hb := proxyPair(t)
 	ha.Start(t, "redis-server", "--bind", "10.144.144.1", "--port", "6379", "--save", "", "--appendonly", "no",
 		"--protected-mode", "no", "--daemonize", "no", "--dir", t.TempDir())
-	netlab.Eventually(t, 10*time.Second, func() bool {
-		return strings.Contains(ha.Run(t, "ss", "-Htln"), "10.144.144.1:6379")
-	}, "redis not listening")
+	waitListening(t, ha, "10.144.144.1:6379")
 	before := b.status().Proxy
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -162,7 +158,7 @@ func TestProxyConnectionSemantics(t *testing.T) {
 
 	t.Run("half-close carries the reply", func(t *testing.T) {
 		ha.Start(t, "socat", "TCP-LISTEN:7100,bind=10.144.144.1,reuseaddr", "SYSTEM:cat >/dev/null; echo reply-after-eof")
-		netlab.Eventually(t, 5*time.Second, func() bool { return strings.Contains(ha.Run(t, "ss", "-Htln"), ":7100") }, "not listening")
+		waitListening(t, ha, "10.144.144.1:7100")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		cmd := hb.Command(ctx, "socat", "-t5", "-T10", "-", "TCP:10.144.144.1:7100")
@@ -233,7 +229,7 @@ func TestProxyRelayed(t *testing.T) {
 	c := startNode(t, hc, "gamma", nodeOpts{ip: "10.144.144.3/24", peers: []string{udpPeer(bOnBC)}, extra: []string{"--tcp-proxy", "kcp"}})
 	mustPing(t, ha, ipC, 15*time.Second)
 	hc.Start(t, "socat", "TCP-LISTEN:7000,bind=10.144.144.3,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT; sleep 2")
-	netlab.Eventually(t, 5*time.Second, func() bool { return strings.Contains(hc.Run(t, "ss", "-Htln"), ":7000") }, "not listening")
+	waitListening(t, hc, "10.144.144.3:7000")
 	client := ha.Start(t, "socat", "-T5", "-", "TCP:10.144.144.3:7000,sourceport=40500")
 	waitFlowOnBoth(t, a, c, "10.144.144.1:40500", "10.144.144.3:7000")
 	if fs := b.proxyFlows(); len(fs) != 0 {
@@ -272,8 +268,8 @@ func TestProxySubnet(t *testing.T) {
 			}
 			hl.Start(t, "socat", "TCP-LISTEN:7000,bind=192.168.50.10,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT; sleep 3")
 			hc.Start(t, "socat", "TCP-LISTEN:7001,bind=10.144.144.3,reuseaddr,fork", "SYSTEM:sleep 3")
-			netlab.Eventually(t, 5*time.Second, func() bool { return strings.Contains(hl.Run(t, "ss", "-Htln"), ":7000") }, "not listening")
-			netlab.Eventually(t, 5*time.Second, func() bool { return strings.Contains(hc.Run(t, "ss", "-Htln"), ":7001") }, "not listening")
+			waitListening(t, hl, "192.168.50.10:7000")
+			waitListening(t, hc, "10.144.144.3:7001")
 			own := ha.Start(t, "socat", "-T5", "-", "TCP:10.144.144.3:7001,sourceport=40601")
 			lan := ha.Start(t, "socat", "-T5", "-", "TCP:192.168.50.10:7000,sourceport=40600")
 			waitFlowOnBoth(t, a, c, "10.144.144.1:40601", "10.144.144.3:7001")

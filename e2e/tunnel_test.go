@@ -63,9 +63,7 @@ func transferChecked(t *testing.T, from, to *netlab.Host, addr netip.Addr, port 
 	}
 	want := sha256.Sum256(data)
 	sink := to.Start(t, "socat", "-u", fmt.Sprintf("TCP-LISTEN:%d,bind=%s,reuseaddr", port, addr), "CREATE:"+out)
-	netlab.Eventually(t, 10*time.Second, func() bool {
-		return strings.Contains(to.Run(t, "ss", "-Htln"), fmt.Sprintf("%s:%d", addr, port))
-	}, "sink not listening")
+	waitListening(t, to, fmt.Sprintf("%s:%d", addr, port))
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()

@@ -32,7 +32,7 @@ func TestDemo(t *testing.T) {
 	want := []string{
 		"3 packets transmitted, 3 received",
 		"the service on gamma saw the client as 10.144.144.1:41000",
-		"gamma ", // in the peers and routes tables
+		"gamma ",             // in the peers and routes tables
 		"10.144.144.1:41234", // the held flow in weft proxy, on both nodes
 		"destination",
 		"All checks passed",

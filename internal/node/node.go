@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -195,6 +196,8 @@ func (n *Node) Run(ctx context.Context) error {
 		PSK:         session.DerivePSK(cfg.NetworkName, cfg.NetworkSecret),
 		AESHardware: session.HasAESHardware(),
 	}
+	// Argon2id used 64 MiB once; give it back to the system rather than carry it as resident memory.
+	debug.FreeOSMemory()
 	n.hello = hello{IPv4: cfg.IPv4, Hostname: cfg.Hostname}.marshal()
 	n.db = mesh.NewDB(n.self)
 	n.started = time.Now()

@@ -99,6 +99,8 @@ func (n *Node) startProxy() (*proxier, error) {
 			Interval: time.Duration(n.cfg.KCP.IntervalMS) * time.Millisecond,
 			Window:   n.cfg.KCP.Window,
 			Resend:   resend,
+			// A flow's receive window must cover its share of a long link's bandwidth-delay product.
+			StreamBuffer: 4 << 20,
 		},
 		Log: n.log,
 	})
