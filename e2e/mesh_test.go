@@ -32,16 +32,34 @@ func routeTo(n *weftNode, prefix string) (control.Route, bool) {
 	return control.Route{}, false
 }
 
+// line is the three-node line A - B - C (A and C peer only with B); lab, hosts and nodes.
+type line struct {
+	lab        *netlab.Lab
+	ha, hb, hc *netlab.Host
+	a, b, c    *weftNode
+}
+
+// newLine builds A - B - C; aExtra and cExtra are extra flags of A and C. setup, if not nil, runs after
+// the hosts exist and before the nodes start (to add links).
+func newLine(t *testing.T, aExtra, cExtra []string, setup func(l *line)) *line {
+	l := &line{lab: netlab.New(t)}
+	l.ha, l.hb, l.hc = l.lab.Host("a"), l.lab.Host("b"), l.lab.Host("c")
+	_, bOnAB := link(l.lab, l.ha, l.hb, 1)
+	bOnBC, _ := link(l.lab, l.hb, l.hc, 2)
+	if setup != nil {
+		setup(l)
+	}
+	l.a = startNode(t, l.ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}, extra: aExtra})
+	l.b = startNode(t, l.hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
+	l.c = startNode(t, l.hc, "gamma", nodeOpts{ip: "10.144.144.3/24", peers: []string{udpPeer(bOnBC)}, extra: cExtra})
+	return l
+}
+
 // TestRelayLine: A - B - C, A and C peer only with B. A reaches C through B: ping, a TCP service on C
 // sees A's virtual IP and port, 64 MiB intact, and A's routes and peers say "via B, 2 hops".
 func TestRelayLine(t *testing.T) {
-	lab := netlab.New(t)
-	ha, hb, hc := lab.Host("a"), lab.Host("b"), lab.Host("c")
-	_, bOnAB := link(lab, ha, hb, 1)
-	bOnBC, _ := link(lab, hb, hc, 2)
-	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}})
-	startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
-	c := startNode(t, hc, "gamma", nodeOpts{ip: "10.144.144.3/24", peers: []string{udpPeer(bOnBC)}})
+	l := newLine(t, nil, nil, nil)
+	a, c, ha, hc := l.a, l.c, l.ha, l.hc
 
 	mustPing(t, ha, ipC, 15*time.Second)
 	mustPing(t, hc, ipA, 5*time.Second)

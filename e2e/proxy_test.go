@@ -220,13 +220,9 @@ func TestProxyIntegrity(t *testing.T) {
 // TestProxyRelayed: A - B - C with the proxy on A and C only; KCP runs end to end through B, and C's
 // service sees A's own address and port.
 func TestProxyRelayed(t *testing.T) {
-	lab := netlab.New(t)
-	ha, hb, hc := lab.Host("a"), lab.Host("b"), lab.Host("c")
-	_, bOnAB := link(lab, ha, hb, 1)
-	bOnBC, _ := link(lab, hb, hc, 2)
-	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}, extra: []string{"--tcp-proxy", "kcp"}})
-	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
-	c := startNode(t, hc, "gamma", nodeOpts{ip: "10.144.144.3/24", peers: []string{udpPeer(bOnBC)}, extra: []string{"--tcp-proxy", "kcp"}})
+	kcp := []string{"--tcp-proxy", "kcp"}
+	l := newLine(t, kcp, kcp, nil)
+	a, b, c, ha, hc := l.a, l.b, l.c, l.ha, l.hc
 	mustPing(t, ha, ipC, 15*time.Second)
 	hc.Start(t, "socat", "TCP-LISTEN:7000,bind=10.144.144.3,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR $SOCAT_PEERPORT; sleep 2")
 	waitListening(t, hc, "10.144.144.3:7000")
@@ -292,13 +288,8 @@ func TestProxySubnet(t *testing.T) {
 // TestProxyPeerLost: the relay between client and server dies mid-stream; within the dead-peer timeout
 // both ends see their connection reset, nothing hangs.
 func TestProxyPeerLost(t *testing.T) {
-	lab := netlab.New(t)
-	ha, hb, hc := lab.Host("a"), lab.Host("b"), lab.Host("c")
-	_, bOnAB := link(lab, ha, hb, 1)
-	bOnBC, _ := link(lab, hb, hc, 2)
-	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}, extra: []string{"--tcp-proxy", "kcp"}})
-	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
-	c := startNode(t, hc, "gamma", nodeOpts{ip: "10.144.144.3/24", peers: []string{udpPeer(bOnBC)}})
+	l := newLine(t, []string{"--tcp-proxy", "kcp"}, nil, nil)
+	a, b, c, ha, hc := l.a, l.b, l.c, l.ha, l.hc
 	mustPing(t, ha, ipC, 15*time.Second)
 	server := startProbe(t, hc, "hold-server", "10.144.144.3:7400")
 	client := ha.Start(t, probeBin, "hold", "10.144.144.3:7400")

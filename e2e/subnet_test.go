@@ -13,17 +13,11 @@ import (
 // lanLine builds A - B - C with a LAN host L behind C (C 192.168.50.1/24 on "lan0", L 192.168.50.10/24),
 // L without any route back to the mesh. C runs with the given extra flags.
 func lanLine(t *testing.T, cExtra ...string) (a, c *weftNode, ha, hc, hl *netlab.Host) {
-	lab := netlab.New(t)
-	ha, hb, hc := lab.Host("a"), lab.Host("b"), lab.Host("c")
-	hl = lab.Host("l")
-	_, bOnAB := link(lab, ha, hb, 1)
-	bOnBC, _ := link(lab, hb, hc, 2)
-	lab.Link(hc, "lan0", netip.MustParsePrefix("192.168.50.1/24"), hl, "eth0", netip.MustParsePrefix("192.168.50.10/24"))
-	a = startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}})
-	startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
-	c = startNode(t, hc, "gamma", nodeOpts{ip: "10.144.144.3/24", peers: []string{udpPeer(bOnBC)},
-		extra: append([]string{"--subnet", "192.168.50.0/24"}, cExtra...)})
-	return a, c, ha, hc, hl
+	l := newLine(t, nil, append([]string{"--subnet", "192.168.50.0/24"}, cExtra...), func(l *line) {
+		hl = l.lab.Host("l")
+		l.lab.Link(l.hc, "lan0", netip.MustParsePrefix("192.168.50.1/24"), hl, "eth0", netip.MustParsePrefix("192.168.50.10/24"))
+	})
+	return l.a, l.c, l.ha, l.hc, hl
 }
 
 var lanHost = netip.MustParseAddr("192.168.50.10")
