@@ -23,7 +23,6 @@ import (
 type pendingHandshake struct {
 	init    *session.Initiator
 	resp    *session.Responder
-	link    underlay.Link
 	started time.Time
 	// done, for an initiator started by a dialer, receives the peer's ID (or 0 on failure).
 	done chan session.NodeID
@@ -92,7 +91,7 @@ func (n *Node) newIndex() uint32 {
 }
 
 // initiate sends handshake message 1 over link. done (optional) learns the outcome.
-func (n *Node) initiate(link underlay.Link, done chan session.NodeID, rekeyOf session.NodeID) {
+func (n *Node) initiate(link underlay.Link, done chan session.NodeID) {
 	n.hsMu.Lock()
 	idx := n.newIndex()
 	init, msg1, err := session.NewInitiator(n.scfg, idx, nil)
@@ -101,7 +100,7 @@ func (n *Node) initiate(link underlay.Link, done chan session.NodeID, rekeyOf se
 		n.log.Error("handshake init", "err", err)
 		return
 	}
-	n.pending[idx] = &pendingHandshake{init: init, link: link, started: time.Now(), done: done}
+	n.pending[idx] = &pendingHandshake{init: init, started: time.Now(), done: done}
 	n.hsMu.Unlock()
 	if err := link.Send(msg1); err != nil {
 		n.log.Debug("send handshake", "to", link.RemoteAddr(), "err", err)
@@ -131,7 +130,7 @@ func (n *Node) handleInit(pkt []byte, from underlay.Link) {
 		}
 		return
 	}
-	n.pending[idx] = &pendingHandshake{resp: resp, link: from, started: time.Now()}
+	n.pending[idx] = &pendingHandshake{resp: resp, started: time.Now()}
 	if err := from.Send(msg2); err != nil {
 		n.log.Debug("send handshake response", "to", from.RemoteAddr(), "err", err)
 	}
@@ -247,7 +246,7 @@ func (n *Node) unknownSession(from underlay.Link) {
 	}
 	n.hintAt[a] = time.Now()
 	n.hsMu.Unlock()
-	n.initiate(from, nil, 0)
+	n.initiate(from, nil)
 }
 
 // dialLoop keeps a session to one --peer address for the life of the node: resolve, dial, handshake,
@@ -304,7 +303,7 @@ func (n *Node) dialOnce(target config.URI) (session.NodeID, underlay.Link, error
 		return 0, nil, err
 	}
 	done := make(chan session.NodeID, 1)
-	n.initiate(link, done, 0)
+	n.initiate(link, done)
 	select {
 	case id := <-done:
 		if id == 0 {

@@ -215,7 +215,7 @@ func (n *Node) tickPeers(now time.Time) {
 			}
 			if a.rekey {
 				if l := a.p.sendLink(); l != nil {
-					n.initiate(l, nil, a.p.id)
+					n.initiate(l, nil)
 				}
 			}
 		}

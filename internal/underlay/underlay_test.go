@@ -86,18 +86,47 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// TestTCPDone checks that a TCP link reports the death of its connection.
-func TestTCPDone(t *testing.T) {
+// dialPair starts a server transport listening on loopback and a client link to it.
+func dialPair(t *testing.T, scheme string) (Link, chan received) {
+	t.Helper()
 	server, sch := newTestTransport(t)
 	client, _ := newTestTransport(t)
-	bound, err := server.Listen(config.URI{Scheme: "tcp", Host: "127.0.0.1"})
+	bound, err := server.Listen(config.URI{Scheme: scheme, Host: "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := client.Dial(context.Background(), "tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), bound.Port))
+	l, err := client.Dial(context.Background(), scheme, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), bound.Port))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l, sch
+}
+
+// TestSendBatch checks that a batch arrives whole and in order over each transport (sendmmsg for UDP,
+// one write of several frames for TCP).
+func TestSendBatch(t *testing.T) {
+	for _, scheme := range []string{"udp", "tcp"} {
+		t.Run(scheme, func(t *testing.T) {
+			l, sch := dialPair(t, scheme)
+			var batch [][]byte
+			for i := 0; i < 100; i++ { // more than one sendmmsg call
+				batch = append(batch, bytes.Repeat([]byte{byte(i)}, 1+i*13))
+			}
+			if err := l.SendBatch(batch); err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range batch {
+				if r := recv(t, sch); !bytes.Equal(r.pkt, want) {
+					t.Fatalf("packet %d: got %d bytes, want %d bytes of %d", i, len(r.pkt), len(want), i)
+				}
+			}
+		})
+	}
+}
+
+// TestTCPDone checks that a TCP link reports the death of its connection.
+func TestTCPDone(t *testing.T) {
+	l, sch := dialPair(t, "tcp")
 	l.Send([]byte("x"))
 	r := recv(t, sch)
 	r.from.Close()
@@ -117,16 +146,7 @@ func TestTCPDone(t *testing.T) {
 
 // TestTCPOversize refuses a packet that does not fit the 2-byte frame length.
 func TestTCPOversize(t *testing.T) {
-	server, _ := newTestTransport(t)
-	client, _ := newTestTransport(t)
-	bound, err := server.Listen(config.URI{Scheme: "tcp", Host: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := client.Dial(context.Background(), "tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), bound.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := dialPair(t, "tcp")
 	if err := l.Send(make([]byte, MaxPacket+1)); err == nil {
 		t.Fatal("oversized packet accepted")
 	}
