@@ -156,7 +156,7 @@ func (n *Node) recompute() {
 		// Proxied flows with a node that is no longer reachable are reset on this end.
 		for _, info := range old.Nodes() {
 			if _, ok := tab.Node(info.ID); !ok {
-				n.proxy.closePeer(info.ID)
+				n.proxy.ClosePeer(info.ID)
 			}
 		}
 	}

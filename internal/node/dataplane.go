@@ -106,7 +106,7 @@ func (n *Node) sendIP(tab *mesh.Table, buf []byte, size int, out *outBatch) {
 		n.drops.inc("not_ipv4")
 		return
 	}
-	if n.proxyOutbound(tab, buf[tunOffset:tunOffset+length], dst) {
+	if n.proxyOutbound(buf[tunOffset : tunOffset+length]) {
 		return
 	}
 	r, ok := tab.Lookup(dst)

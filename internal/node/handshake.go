@@ -44,6 +44,9 @@ func (n *Node) handlePackets(pkts []underlay.Packet) {
 			n.drops.inc("tun_write")
 		}
 	}
+	if n.proxy != nil {
+		n.proxy.FlushInput() // the ACKs this batch's KCP segments owe, one batch per flow
+	}
 	clear(batch)
 	*bp = batch[:0]
 	n.tunBatches.Put(bp)

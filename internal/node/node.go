@@ -30,6 +30,7 @@ import (
 	"github.com/weft-vpn/weft/internal/control"
 	"github.com/weft-vpn/weft/internal/lanfw"
 	"github.com/weft-vpn/weft/internal/mesh"
+	"github.com/weft-vpn/weft/internal/proxy"
 	"github.com/weft-vpn/weft/internal/session"
 	"github.com/weft-vpn/weft/internal/tun"
 	"github.com/weft-vpn/weft/internal/underlay"
@@ -106,7 +107,8 @@ type Node struct {
 
 	dev       tun.Device
 	tr        *underlay.Transport
-	proxy     *proxier // nil when this node neither proxies nor accepts proxied flows
+	proxy     *proxy.Proxy              // nil when this node neither proxies nor accepts proxied flows
+	proxyable func(dst netip.Addr) bool // wantsProxyTo, as a value made once
 	listeners []string
 
 	db    *mesh.DB
@@ -234,7 +236,7 @@ func (n *Node) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("start the TCP proxy: %w", err)
 		}
-		defer n.proxy.close()
+		defer n.proxy.Close()
 	}
 
 	n.tunBatches.New = func() any { b := make([][]byte, 0, 128); return &b }

@@ -83,11 +83,12 @@ func (b backend) proxyStatus() control.ProxyStatus {
 	if p == nil {
 		return ps
 	}
-	st := p.tr.Stats()
-	ps.FlowsActive = uint64(len(p.snapshot()))
-	ps.FlowsOpened = p.opened.Load()
-	ps.FlowsRefused = p.refused.Load()
-	ps.FlowsReset = p.reset.Load()
+	cs := p.Counters()
+	st := cs.Transport
+	ps.FlowsActive = uint64(len(p.Flows()))
+	ps.FlowsOpened = cs.Opened
+	ps.FlowsRefused = cs.Refused
+	ps.FlowsReset = cs.Reset
 	ps.KCPBytesTx = uint64(max(st.PayloadSent, 0))
 	ps.KCPBytesRx = uint64(max(st.PayloadReceived, 0))
 	ps.KCPRetransmits = uint64(max(st.Retransmits, 0))
@@ -101,17 +102,17 @@ func (b backend) Proxy() []control.ProxyFlow {
 	}
 	now := time.Now()
 	var out []control.ProxyFlow
-	for _, r := range p.snapshot() {
+	for _, r := range p.Flows() {
 		out = append(out, control.ProxyFlow{
-			Src:       r.id.Src.String(),
-			Dst:       r.id.Dst.String(),
-			Side:      r.side,
+			Src:       r.ID.Src.String(),
+			Dst:       r.ID.Dst.String(),
+			Side:      r.Side,
 			Transport: "kcp",
-			State:     r.state.Load().(string),
-			BytesUp:   r.up.Load(),
-			BytesDown: r.down.Load(),
-			AgeS:      now.Sub(r.start).Seconds(),
-			Peer:      r.peer.String(),
+			State:     r.State(),
+			BytesUp:   r.Up.Load(),
+			BytesDown: r.Down.Load(),
+			AgeS:      now.Sub(r.Start).Seconds(),
+			Peer:      r.Peer.String(),
 		})
 	}
 	return out

@@ -1,30 +1,17 @@
 package node
 
-// The transparent TCP proxy, wired into the node (DESIGN.md, "The transparent TCP proxy").
+// The node's side of the transparent TCP proxy (internal/proxy owns the flows, the netstack and the
+// KCP conversations; DESIGN.md, "The transparent TCP proxy").
 //
-// Source node: tunLoop hands every TCP packet to proxyOutbound first. A packet of a flow the netstack
-// owns is injected into it; a SYN (without ACK) to a prefix whose owner allows the proxy, when this node
-// runs --tcp-proxy kcp and the first hop is a UDP session, is claimed and injected. The netstack's
-// forwarder then calls forward: it opens a stream to the destination node over the KCP transport, waits
-// for that node's verdict, and only then completes the client's handshake (or answers it with a RST), so
-// connect() behaves as without a proxy. Bytes are then piped between the netstack connection and the
-// stream, FIN and RST included.
-//
-// Destination node: the transport calls accept for each stream a source node opens. After the policy and
-// route-back checks, the netstack dials FROM the original source TO the original destination; its packets
-// come out of proxyOutput into this node's own TUN, so the kernel sees an ordinary inbound connection with
-// the true 4-tuple, and its replies, read from the TUN, are owned by the netstack and injected back.
-//
-// KCP segments travel as msgKCP inner messages, addressed by node: relays forward them like IP packets.
-
+//	TUN read -> tunLoop -> sendIP -> proxyOutbound -> proxy.Outbound (owned flow, or a SYN that
+//	            wantsProxyTo accepts) -> netstack
+//	netstack -> proxy -> writeProxyPackets: one batched TUN write
+//	proxy segments -> sendSegments: msgKCP header + seal in place per segment -> one SendBatch
+//	underlay -> handleData -> receiveKCP: for this node -> proxy.Deliver (FlushInput after the batch);
+//	            for another node -> TTL-1, re-seal, relay like an IP packet
 import (
-	"context"
 	"errors"
-	"io"
 	"net/netip"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/weft-vpn/weft/internal/mesh"
@@ -33,97 +20,59 @@ import (
 	"github.com/weft-vpn/weft/internal/tun"
 )
 
-const (
-	// kcpHeaderLen is the inner header of a KCP segment: type, TTL, destination and source node.
-	kcpHeaderLen = 2 + 8 + 8
-	// openTimeout bounds how long a client's connect waits for the destination node's verdict.
-	openTimeout = 15 * time.Second
-	// dialTimeout bounds the destination node's dial of the original destination.
-	dialTimeout = 10 * time.Second
-)
+// kcpHeaderLen is the inner header of a KCP segment: type, TTL, destination and source node.
+const kcpHeaderLen = 2 + 8 + 8
 
-// proxier is the node's proxy: one netstack for both roles, the KCP transport, and the flows in flight.
-type proxier struct {
-	n     *Node
-	stack *proxy.Stack
-	tr    *proxy.Transport
-	// outBuf is the TUN write buffer of proxyOutput (the netstack calls it from one goroutine).
-	outBuf []byte
-
-	mu    sync.Mutex
-	flows map[*flowRec]struct{}
-
-	opened, refused, reset atomic.Uint64
-	segBufs                sync.Pool
-	wg                     sync.WaitGroup
-}
-
-// flowRec is one proxied flow as `weft proxy` lists it.
-type flowRec struct {
-	id        proxy.FlowID
-	side      string // "source" or "destination"
-	peer      session.NodeID
-	start     time.Time
-	state     atomic.Value // string
-	up, down  atomic.Uint64
-	finClient atomic.Bool // the client half-closed
-	finServer atomic.Bool // the server half-closed
-}
-
-func (n *Node) startProxy() (*proxier, error) {
-	p := &proxier{n: n, flows: make(map[*flowRec]struct{}), outBuf: make([]byte, tun.Headroom+65535)}
-	p.segBufs.New = func() any {
-		b := make([]byte, 0, session.Overhead+kcpHeaderLen+2048)
-		return &b
-	}
-	var err error
-	p.stack, err = proxy.NewStack(proxy.StackOptions{
-		MTU:     n.cfg.MTU,
-		Output:  p.output,
-		Forward: p.forward,
-		Log:     n.log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	resend := n.cfg.KCP.Resend
-	if resend == 0 {
-		resend = -1 // off, in the transport's terms
-	}
-	p.tr, err = proxy.NewTransport(proxy.Options{
-		Self:       n.self,
-		Send:       p.sendSegment,
-		MaxSegment: n.cfg.MTU + ipHeaderLen - kcpHeaderLen,
-		Accept:     p.accept,
+func (n *Node) startProxy() (*proxy.Proxy, error) {
+	o := proxy.Options{
+		Self:            n.self,
+		MTU:             n.cfg.MTU,
+		WriteTUN:        n.writeProxyPackets,
+		TUNOffset:       tun.Headroom,
+		SendSegments:    n.sendSegments,
+		SegmentHeadroom: session.DataHeaderLen + kcpHeaderLen,
+		SegmentTailroom: session.TagLen,
+		MaxSegment:      n.cfg.MTU + ipHeaderLen - kcpHeaderLen,
+		Route:           n.proxyRoute,
+		AllowInput:      n.proxyInputAllowed,
 		KCP: proxy.KCPConfig{
 			Interval: time.Duration(n.cfg.KCP.IntervalMS) * time.Millisecond,
 			Window:   n.cfg.KCP.Window,
-			Resend:   resend,
-			// A flow's receive window must cover its share of a long link's bandwidth-delay product.
-			StreamBuffer: 4 << 20,
+			Resend:   n.cfg.KCP.Resend,
 		},
 		Log: n.log,
-	})
-	if err != nil {
-		p.stack.Close()
-		return nil, err
 	}
-	return p, nil
+	if o.KCP.Resend == 0 {
+		o.KCP.Resend = -1 // --kcp-resend 0 turns fast retransmit off
+	}
+	if n.fakeDev == nil {
+		o.RouteBack = func(src netip.Addr) (string, bool) {
+			dev, err := tun.RouteDev(src)
+			return dev, err == nil && dev == n.cfg.Dev
+		}
+	}
+	n.proxyable = n.wantsProxyTo
+	return proxy.New(o)
 }
 
-// close resets every flow and stops the netstack and the transport.
-func (p *proxier) close() {
-	p.tr.Close()
-	p.stack.Close()
-	p.wg.Wait()
+// writeProxyPackets writes a batch of netstack packets into this node's TUN.
+func (n *Node) writeProxyPackets(pkts [][]byte, offset int) {
+	if _, err := n.dev.Write(pkts, offset); err != nil && !isClosed(err) {
+		n.drops.inc("tun_write")
+	}
 }
 
-// output writes a packet the netstack emits into this node's TUN.
-func (p *proxier) output(pkt []byte) {
-	n := copy(p.outBuf[tun.Headroom:], pkt)
-	if _, err := p.n.dev.Write([][]byte{p.outBuf[:tun.Headroom+n]}, tun.Headroom); err != nil && !isClosed(err) {
-		p.n.drops.inc("tun_write")
-	}
+// proxyRoute names the node that owns dst (the proxy's source side).
+func (n *Node) proxyRoute(dst netip.Addr) (session.NodeID, bool) {
+	r, ok := n.table.Load().Lookup(dst)
+	return r.Node, ok
+}
+
+// wantsProxyTo reports whether a new TCP flow to dst goes over the proxy.
+func (n *Node) wantsProxyTo(dst netip.Addr) bool {
+	tab := n.table.Load()
+	r, ok := tab.Lookup(dst)
+	return ok && n.wantsProxy(tab, r)
 }
 
 // wantsProxy reports whether a new TCP flow to r goes over the proxy: this node runs --tcp-proxy kcp,
@@ -146,58 +95,39 @@ func (n *Node) wantsProxy(tab *mesh.Table, r mesh.Route) bool {
 }
 
 // proxyOutbound takes a packet read from the TUN if it belongs to the proxy; it reports whether it did.
-func (n *Node) proxyOutbound(tab *mesh.Table, ip []byte, dst netip.Addr) bool {
+func (n *Node) proxyOutbound(ip []byte) bool {
 	if n.proxy == nil || len(ip) < 20 || ip[9] != 6 {
 		return false
 	}
-	st := n.proxy.stack
-	if st.Owns(ip) {
-		st.Inject(ip)
-		return true
-	}
-	ihl := int(ip[0]&0x0f) * 4
-	if len(ip) < ihl+14 {
-		return false
-	}
-	flags := ip[ihl+13]
-	if flags&0x02 == 0 || flags&0x10 != 0 { // a SYN without ACK opens a flow
-		return false
-	}
-	r, ok := tab.Lookup(dst)
-	if !ok || !n.wantsProxy(tab, r) {
-		return false
-	}
-	src := netip.AddrFrom4([4]byte(ip[12:16]))
-	sport := uint16(ip[ihl])<<8 | uint16(ip[ihl+1])
-	dport := uint16(ip[ihl+2])<<8 | uint16(ip[ihl+3])
-	st.Claim(proxy.FlowID{Src: netip.AddrPortFrom(src, sport), Dst: netip.AddrPortFrom(dst, dport)})
-	st.Inject(ip)
-	return true
+	return n.proxy.Outbound(ip, n.proxyable)
 }
 
-// sendSegment carries one KCP segment to node dst (the transport's Send).
-func (p *proxier) sendSegment(dst session.NodeID, seg []byte) error {
-	n := p.n
-	bp := p.segBufs.Get().(*[]byte)
-	defer p.segBufs.Put(bp)
-	msgLen := kcpHeaderLen + len(seg)
-	buf := (*bp)[:session.DataHeaderLen+msgLen]
-	if cap(buf) < session.Overhead+msgLen {
-		return errors.New("kcp segment too large")
+// sendSegments carries KCP segments to node dst (the proxy's SendSegments): each buffer has the
+// segment at headroom, room for the session and inner headers before it and the AEAD tag behind it.
+// They are sealed in place and leave in one SendBatch.
+func (n *Node) sendSegments(dst session.NodeID, bufs [][]byte, headroom int) error {
+	tab := n.table.Load()
+	var out outBatch
+	var bytes uint64
+	for _, buf := range bufs {
+		seg := len(buf) - headroom
+		msgLen := kcpHeaderLen + seg
+		m := buf[session.DataHeaderLen:]
+		m[0], m[1] = msgKCP, defaultTTL
+		putUint64(m[2:], uint64(dst))
+		putUint64(m[10:], uint64(n.self))
+		pkt, link := n.sealFor(tab, dst, buf[:cap(buf)], msgLen)
+		if pkt == nil {
+			return errors.New("no route to node " + dst.String())
+		}
+		out.add(n, link, pkt)
+		bytes += uint64(seg)
 	}
-	m := buf[session.DataHeaderLen:]
-	m[0], m[1] = msgKCP, defaultTTL
-	putUint64(m[2:], uint64(dst))
-	putUint64(m[10:], uint64(n.self))
-	copy(m[kcpHeaderLen:], seg)
-	out, link := n.sealFor(n.table.Load(), dst, buf, msgLen)
-	if out == nil {
-		return errors.New("no route to node " + dst.String())
-	}
+	out.flush(n)
 	c := n.trafficOf(dst)
-	c.txBytes.Add(uint64(len(seg)))
-	c.txPackets.Add(1)
-	return link.Send(out)
+	c.txBytes.Add(bytes)
+	c.txPackets.Add(uint64(len(bufs)))
+	return nil
 }
 
 func putUint64(b []byte, v uint64) {
@@ -223,7 +153,7 @@ func (n *Node) receiveKCP(pkt []byte, pt []byte) {
 		c := n.trafficOf(src)
 		c.rxBytes.Add(uint64(len(pt) - kcpHeaderLen))
 		c.rxPackets.Add(1)
-		n.proxy.tr.Deliver(src, pt[kcpHeaderLen:])
+		n.proxy.Deliver(src, pt[kcpHeaderLen:])
 		return
 	}
 	ttl := pt[1]
@@ -237,77 +167,6 @@ func (n *Node) receiveKCP(pkt []byte, pt []byte) {
 			n.drops.inc("send")
 		}
 	}
-}
-
-// forward handles a new flow on the source node: ask the destination node, then complete or refuse the
-// client's handshake.
-func (p *proxier) forward(r *proxy.Request) {
-	id := r.ID()
-	tab := p.n.table.Load()
-	route, ok := tab.Lookup(id.Dst.Addr())
-	if !ok {
-		p.refused.Add(1)
-		r.Reject()
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), openTimeout)
-	st, err := p.tr.Open(ctx, route.Node, proxy.OpenRequest{Src: id.Src, Dst: id.Dst})
-	cancel()
-	if err != nil {
-		p.refused.Add(1)
-		p.n.log.Debug("proxied flow refused", "flow", id.String(), "err", err)
-		r.Reject()
-		return
-	}
-	conn, err := r.Accept()
-	if err != nil {
-		st.Reset()
-		st.Close()
-		return
-	}
-	p.run(id, "source", route.Node, conn, st)
-}
-
-// accept handles a stream a source node opened: checks, then the spoofed dial.
-func (p *proxier) accept(src session.NodeID, req proxy.OpenRequest, st *proxy.Stream) {
-	n := p.n
-	id := proxy.FlowID{Src: req.Src, Dst: req.Dst}
-	if !n.proxyInputAllowed(req.Dst.Addr()) {
-		p.refused.Add(1)
-		st.Refuse(proxy.RefusedPolicy)
-		st.Close()
-		return
-	}
-	// The reply must go back through the TUN; a source this node has no TUN route for (a host on the
-	// source node's LAN that it does not announce) would leak a SYN-ACK elsewhere.
-	if n.fakeDev == nil {
-		if dev, err := tun.RouteDev(req.Src.Addr()); err != nil || dev != n.cfg.Dev {
-			p.refused.Add(1)
-			n.log.Warn("proxied flow refused: no route back through the tunnel", "flow", id.String(), "route_dev", dev)
-			st.Refuse(proxy.RefusedPolicy)
-			st.Close()
-			return
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
-	conn, err := p.stack.Dial(ctx, id)
-	cancel()
-	if err != nil {
-		p.refused.Add(1)
-		reason := proxy.RefusedUnreachable
-		if errors.Is(err, syscall.ECONNREFUSED) {
-			reason = proxy.RefusedConn
-		}
-		st.Refuse(reason)
-		st.Close()
-		return
-	}
-	if err := st.Accept(); err != nil {
-		conn.Abort()
-		st.Close()
-		return
-	}
-	p.run(id, "destination", src, st, conn)
 }
 
 // proxyInputAllowed reports whether this node re-originates proxied flows to dst.
@@ -324,97 +183,4 @@ func (n *Node) proxyInputAllowed(dst netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// halfConn is either end of a proxied flow: a netstack connection or a stream.
-type halfConn interface {
-	io.ReadWriter
-	CloseWrite() error
-	Close() error
-}
-
-func abort(c halfConn) {
-	switch c := c.(type) {
-	case proxy.Conn:
-		c.Abort()
-	case *proxy.Stream:
-		c.Reset()
-	}
-	c.Close()
-}
-
-// run pipes a flow both ways until both directions ended (FIN each way) or one end reset.
-func (p *proxier) run(id proxy.FlowID, side string, peer session.NodeID, client, server halfConn) {
-	rec := &flowRec{id: id, side: side, peer: peer, start: time.Now()}
-	rec.state.Store("established")
-	p.opened.Add(1)
-	p.mu.Lock()
-	p.flows[rec] = struct{}{}
-	p.mu.Unlock()
-
-	var resetOnce sync.Once
-	failed := make(chan struct{})
-	fail := func() {
-		resetOnce.Do(func() {
-			p.reset.Add(1)
-			rec.state.Store("closing")
-			close(failed)
-			abort(client)
-			abort(server)
-		})
-	}
-	copyHalf := func(dst, src halfConn, count *atomic.Uint64, fin *atomic.Bool) {
-		buf := make([]byte, 32<<10)
-		for {
-			k, err := src.Read(buf)
-			if k > 0 {
-				if _, werr := dst.Write(buf[:k]); werr != nil {
-					fail()
-					return
-				}
-				count.Add(uint64(k))
-			}
-			if errors.Is(err, io.EOF) {
-				fin.Store(true)
-				rec.state.Store("half-closed")
-				if dst.CloseWrite() != nil {
-					fail()
-				}
-				return
-			}
-			if err != nil {
-				fail()
-				return
-			}
-		}
-	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); copyHalf(server, client, &rec.up, &rec.finClient) }()
-	go func() { defer wg.Done(); copyHalf(client, server, &rec.down, &rec.finServer) }()
-	wg.Wait()
-	select {
-	case <-failed:
-	default:
-		rec.state.Store("closing")
-		client.Close()
-		server.Close()
-	}
-	p.mu.Lock()
-	delete(p.flows, rec)
-	p.mu.Unlock()
-}
-
-// closePeer resets the flows with a node that is no longer reachable.
-func (p *proxier) closePeer(id session.NodeID) { p.tr.ClosePeer(id) }
-
-// snapshot lists the flows in flight.
-func (p *proxier) snapshot() []*flowRec {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]*flowRec, 0, len(p.flows))
-	for r := range p.flows {
-		out = append(out, r)
-	}
-	return out
 }

@@ -11,7 +11,7 @@ import (
 // newTestStack returns a Stack with no TUN behind it.
 func newTestStack(t testing.TB) *Stack {
 	t.Helper()
-	s, err := NewStack(StackOptions{MTU: 1420, Output: func([]byte) {}})
+	s, err := NewStack(StackOptions{MTU: 1420, Output: func([][]byte, int) {}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +20,7 @@ func newTestStack(t testing.TB) *Stack {
 }
 
 func TestStackOptionsErrors(t *testing.T) {
-	out := func([]byte) {}
+	out := func([][]byte, int) {}
 	for _, tc := range []struct {
 		o    StackOptions
 		want string
@@ -107,10 +107,12 @@ func TestStackOwnsAllocs(t *testing.T) {
 // may panic, and netstack must answer nothing (no RST for unowned flows).
 func TestStackInjectGarbage(t *testing.T) {
 	emitted := make(chan []byte, 16)
-	s, err := NewStack(StackOptions{MTU: 1420, Output: func(p []byte) {
-		select {
-		case emitted <- append([]byte(nil), p...):
-		default:
+	s, err := NewStack(StackOptions{MTU: 1420, Output: func(ps [][]byte, off int) {
+		for _, p := range ps {
+			select {
+			case emitted <- append([]byte(nil), p[off:]...):
+			default:
+			}
 		}
 	}})
 	if err != nil {

@@ -10,6 +10,7 @@ package proxy
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -43,6 +44,9 @@ type flowEntry struct {
 	since time.Time
 	phase flowPhase
 	ep    tcpip.Endpoint // set in phaseEndpoint
+	// rec is the proxied flow's record while the Proxy pipes it (nil before and after): the table is
+	// the one registry of flows, `weft proxy` lists these.
+	rec atomic.Pointer[Flow]
 }
 
 // live reports whether netstack still holds the flow. An endpoint in
@@ -106,14 +110,15 @@ func (t *flowTable) forwarding(k flowKey, now time.Time) *flowEntry {
 
 // addDial adds an entry for a dial with endpoint ep. It returns false when
 // a live entry for k exists.
-func (t *flowTable) addDial(k flowKey, ep tcpip.Endpoint, now time.Time) bool {
+func (t *flowTable) addDial(k flowKey, ep tcpip.Endpoint, now time.Time) (*flowEntry, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e, ok := t.flows[k]; ok && e.live() {
-		return false
+		return nil, false
 	}
-	t.flows[k] = &flowEntry{since: now, phase: phaseEndpoint, ep: ep}
-	return true
+	e := &flowEntry{since: now, phase: phaseEndpoint, ep: ep}
+	t.flows[k] = e
+	return e, true
 }
 
 // setEndpoint attaches ep to e if e is still k's entry.
@@ -223,4 +228,18 @@ func (e *flowEntry) state() string {
 	default:
 		return "closed"
 	}
+}
+
+// records returns the flows the Proxy is piping now, oldest first.
+func (t *flowTable) records() []*Flow {
+	t.mu.RLock()
+	out := make([]*Flow, 0, len(t.flows))
+	for _, e := range t.flows {
+		if r := e.rec.Load(); r != nil {
+			out = append(out, r)
+		}
+	}
+	t.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	return out
 }

@@ -1,6 +1,7 @@
 package proxy
 
-// Stream framing: how one proxied TCP flow crosses its smux stream.
+// Stream framing: how one proxied TCP flow crosses its KCP conversation (the
+// conversation is a reliable byte stream; these frames give it meaning).
 //
 //	source node (Open)                              destination node (Accept callback)
 //	frameOpen    {version, src ip:port, dst ip:port} ->  dials the original destination
@@ -79,6 +80,12 @@ func readHeader(r io.Reader, buf *[frameHeaderLen]byte) (frameType, int, error) 
 	if _, err := io.ReadFull(r, buf[:]); err != nil {
 		return 0, 0, err
 	}
+	return parseHeader(buf)
+}
+
+// parseHeader checks one frame header: an unknown type or a length the type
+// forbids is an error wrapping ErrMalformed.
+func parseHeader(buf *[frameHeaderLen]byte) (frameType, int, error) {
 	t, n := frameType(buf[0]), int(binary.BigEndian.Uint16(buf[1:]))
 	lo, hi, ok := payloadBounds(t)
 	if !ok {

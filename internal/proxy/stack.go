@@ -8,7 +8,9 @@ package proxy
 //
 //	TUN read ──► node: Owns(pkt)? ──yes──► Inject ──► channel link ──► netstack TCP
 //	             (or a SYN it chose to proxy: Claim, then Inject)
-//	netstack TCP ──► channel link queue ──► pump goroutine ──► Output(pkt) ──► TUN write
+//	netstack TCP ──► channel link queue ──► pump goroutine: up to outBatch packets at once, each
+//	copied at OutputOffset into its own reused buffer ──► Output(pkts, offset) ──► one batched
+//	TUN write (wireguard-go's tun coalesces the TCP segments of a batch, GRO)
 //
 // Source role: a claimed SYN reaches the tcp.Forwarder, which calls
 // StackOptions.Forward on a new goroutine with a Request; Accept completes the
@@ -29,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -38,7 +39,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -56,6 +56,7 @@ const (
 	DefaultTimeWait = 15 * time.Second
 
 	nicID        = 1
+	outBatch     = 64               // packets handed to Output at once at most
 	outQueueLen  = 4096             // channel link queue: ~ a 4 MiB window of 1420-byte segments
 	maxInFlight  = 1024             // SYNs awaiting Accept/Reject at once; more are dropped (the client retries)
 	bufferMax    = 4 << 20          // send and receive buffer ceiling per endpoint
@@ -72,10 +73,15 @@ var ErrClosed = errors.New("proxy: netstack is closed")
 type StackOptions struct {
 	// MTU is the netstack NIC MTU; use the TUN device's MTU. Required.
 	MTU int
-	// Output receives every IPv4 packet netstack emits (write it into the
-	// node's TUN). pkt is valid only during the call. Calls come from one
-	// goroutine owned by the Stack, one packet at a time. Required.
-	Output func(pkt []byte)
+	// Output receives the IPv4 packets netstack emits, in batches (write
+	// them into the node's TUN in one batched write): each packet is
+	// pkts[i][OutputOffset:], and has spare capacity behind it. The slices
+	// are valid only during the call. Calls come from one goroutine owned
+	// by the Stack. Required.
+	Output func(pkts [][]byte, offset int)
+	// OutputOffset is the headroom before each packet handed to Output
+	// (the TUN device's virtio header room).
+	OutputOffset int
 	// Forward is called on its own goroutine for each new flow whose SYN was
 	// injected (source role). It must call exactly one of r.Accept() or
 	// r.Reject() before it returns (typically after asking the destination
@@ -95,7 +101,8 @@ type Stack struct {
 	st     *stack.Stack
 	link   *channel.Endpoint
 	flows  *flowTable
-	output func([]byte)
+	output func([][]byte, int)
+	outOff int
 	fwd    func(*Request)
 	log    *slog.Logger
 	mtu    int
@@ -140,7 +147,7 @@ func NewStack(o StackOptions) (*Stack, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stack{
-		st: st, link: link, flows: newFlowTable(), output: o.Output, fwd: o.Forward,
+		st: st, link: link, flows: newFlowTable(), output: o.Output, outOff: o.OutputOffset, fwd: o.Forward,
 		log: o.Log, mtu: o.MTU, ctx: ctx, cancel: cancel, stop: make(chan struct{}),
 	}
 	f := tcp.NewForwarder(st, bufferStart, maxInFlight, s.handleSYN)
@@ -234,11 +241,15 @@ func (s *Stack) Flows() []FlowState {
 	return s.flows.list()
 }
 
-// pump copies every packet netstack emits into one reused buffer and hands
-// it to Output, until Close.
+// pump hands the packets netstack emits to Output in batches, until Close:
+// it waits for one packet, then takes what else is queued, up to outBatch.
 func (s *Stack) pump() {
 	defer s.workers.Done()
-	buf := make([]byte, s.mtu)
+	bufs := make([][]byte, outBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, s.outOff+s.mtu)
+	}
+	batch := make([][]byte, 0, outBatch)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { // ReadContext wakes on a context, not a channel
@@ -250,13 +261,23 @@ func (s *Stack) pump() {
 		if pkt == nil {
 			return
 		}
-		n := copyPacket(buf, pkt)
-		pkt.DecRef()
-		if n < 0 {
-			s.log.Warn("netstack emitted a packet larger than the MTU; dropped", "mtu", s.mtu)
-			continue
+		batch = batch[:0]
+		for pkt != nil {
+			n := copyPacket(bufs[len(batch)][s.outOff:], pkt)
+			pkt.DecRef()
+			if n < 0 {
+				s.log.Warn("netstack emitted a packet larger than the MTU; dropped", "mtu", s.mtu)
+			} else {
+				batch = append(batch, bufs[len(batch)][:s.outOff+n])
+			}
+			if len(batch) == outBatch {
+				break
+			}
+			pkt = s.link.Read()
 		}
-		s.output(buf[:n])
+		if len(batch) > 0 {
+			s.output(batch, s.outOff)
+		}
 	}
 }
 
@@ -328,7 +349,7 @@ func (s *Stack) Close() error {
 // context.DeadlineExceeded)) or, if netstack gives up first, ETIMEDOUT. A
 // flow whose previous connection netstack still holds (TIME_WAIT) fails with
 // syscall.EADDRINUSE.
-func (s *Stack) Dial(ctx context.Context, id FlowID) (Conn, error) {
+func (s *Stack) Dial(ctx context.Context, id FlowID) (*Conn, error) {
 	if err := id.validate(); err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
@@ -340,13 +361,14 @@ func (s *Stack) Dial(ctx context.Context, id FlowID) (Conn, error) {
 	if terr != nil {
 		return nil, fmt.Errorf("dial %s: new endpoint: %w", id, convertErr(terr))
 	}
-	if !s.flows.addDial(keyOf(id), ep, time.Now()) {
+	entry, added := s.flows.addDial(keyOf(id), ep, time.Now())
+	if !added {
 		ep.Close()
 		return nil, fmt.Errorf("dial %s: netstack still holds an earlier connection with this 4-tuple: %w", id, syscall.EADDRINUSE)
 	}
-	entry, ready := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
-	wq.EventRegister(&entry)
-	defer wq.EventUnregister(&entry)
+	we, ready := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
+	wq.EventRegister(&we)
+	defer wq.EventUnregister(&we)
 	if terr := ep.Bind(fullAddr(id.Src)); terr != nil {
 		ep.Close()
 		return nil, fmt.Errorf("dial %s: bind the client address: %w", id, convertErr(terr))
@@ -365,7 +387,9 @@ func (s *Stack) Dial(ctx context.Context, id FlowID) (Conn, error) {
 		ep.Close()
 		return nil, fmt.Errorf("dial %s: %w", id, convertErr(terr))
 	}
-	return newConn(&wq, ep), nil
+	c := newConn(&wq, ep)
+	c.entry = entry
+	return c, nil
 }
 
 // isClosing reports whether Close has started.
@@ -426,7 +450,7 @@ func (r *Request) Context() context.Context { return r.s.ctx }
 // Accept completes the handshake with the client (SYN-ACK) and returns the
 // connection once it is established. It fails if the client went away, if
 // the Stack is closing, or if the request was answered already.
-func (r *Request) Accept() (Conn, error) {
+func (r *Request) Accept() (*Conn, error) {
 	if !r.answered.CompareAndSwap(false, true) {
 		return nil, fmt.Errorf("accept %s: the request was answered already", r.id)
 	}
@@ -442,7 +466,9 @@ func (r *Request) Accept() (Conn, error) {
 	}
 	r.fr.Complete(false)
 	r.s.flows.setEndpoint(r.key, r.entry, ep)
-	return newConn(&wq, ep), nil
+	c := newConn(&wq, ep)
+	c.entry = r.entry
+	return c, nil
 }
 
 // Reject answers the client's SYN with a RST: its connect() fails with
@@ -457,66 +483,6 @@ func (r *Request) Reject() {
 func (r *Request) reset() {
 	r.fr.Complete(true)
 	r.s.flows.remove(r.key, r.entry)
-}
-
-// Conn is a netstack TCP connection with half-close and abort. Read and
-// Write errors caused by the peer wrap syscall errors (ECONNRESET,
-// ECONNABORTED, ETIMEDOUT, EPIPE), so errors.Is works on them.
-type Conn interface {
-	net.Conn
-	// CloseWrite sends a FIN and keeps reading.
-	CloseWrite() error
-	// Abort sends a RST and releases the connection; the peer sees
-	// ECONNRESET. Close after Abort is harmless.
-	Abort()
-}
-
-// conn adapts gonet.TCPConn to Conn.
-type conn struct {
-	*gonet.TCPConn
-	ep tcpip.Endpoint
-}
-
-var _ Conn = (*conn)(nil)
-
-func newConn(wq *waiter.Queue, ep tcpip.Endpoint) *conn {
-	return &conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep}
-}
-
-// Read implements net.Conn.
-func (c *conn) Read(b []byte) (int, error) {
-	n, err := c.TCPConn.Read(b)
-	return n, errnoOf(err)
-}
-
-// Write implements net.Conn.
-func (c *conn) Write(b []byte) (int, error) {
-	n, err := c.TCPConn.Write(b)
-	return n, errnoOf(err)
-}
-
-// Abort implements Conn: SO_LINGER 0 and close, as a socket's RST close.
-func (c *conn) Abort() {
-	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})
-	c.ep.Close()
-}
-
-// errnoOf replaces the text-only error gonet builds from a tcpip.Error with
-// its syscall error, keeping the net.OpError around it.
-func errnoOf(err error) error {
-	var oe *net.OpError
-	if !errors.As(err, &oe) || oe.Err == nil {
-		return err
-	}
-	msg := oe.Err.Error()
-	for _, te := range []tcpip.Error{&tcpip.ErrConnectionReset{}, &tcpip.ErrConnectionAborted{},
-		&tcpip.ErrAborted{}, &tcpip.ErrTimeout{}, &tcpip.ErrClosedForSend{}} {
-		if msg == te.String() {
-			oe.Err = convertErr(te)
-			break
-		}
-	}
-	return err
 }
 
 // convertErr turns a gVisor tcpip.Error into a Go error, as the matching

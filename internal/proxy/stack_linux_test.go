@@ -57,14 +57,10 @@ func newHarness(t *testing.T, timeWait time.Duration, forward func(*Request), pr
 		t.Fatal(err)
 	}
 	h := &harness{dev: dev, proxy: proxy}
-	out := make([]byte, tun.Headroom+tun.MaxPacketSize)
-	batch := make([][]byte, 1)
 	h.st, err = NewStack(StackOptions{
-		MTU: testMTU, Forward: forward, TimeWait: timeWait,
-		Output: func(pkt []byte) { // one goroutine at a time, so out is reused
-			n := copy(out[tun.Headroom:], pkt)
-			batch[0] = out[:tun.Headroom+n]
-			if _, err := dev.Write(batch, tun.Headroom); err != nil {
+		MTU: testMTU, Forward: forward, TimeWait: timeWait, OutputOffset: tun.Headroom,
+		Output: func(pkts [][]byte, off int) {
+			if _, err := dev.Write(pkts, off); err != nil {
 				h.werrs.Add(1)
 			}
 		},
@@ -365,7 +361,7 @@ func TestStackForwardAcceptAndReject(t *testing.T) {
 func TestStackHalfCloseAndAbort(t *testing.T) {
 	h := newHarness(t, 300*time.Millisecond, nil, nil)
 	ln := listen(t, 25668)
-	dial := func(port uint16) (Conn, net.Conn) {
+	dial := func(port uint16) (*Conn, net.Conn) {
 		t.Helper()
 		acc := accept(ln)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -432,7 +428,7 @@ func TestStackHalfCloseAndAbort(t *testing.T) {
 }
 
 func TestStackForwardAbortAndClose(t *testing.T) {
-	accepted := make(chan Conn, 1)
+	accepted := make(chan *Conn, 1)
 	h := newHarness(t, 0, func(r *Request) {
 		c, err := r.Accept()
 		if err == nil {

@@ -57,11 +57,11 @@ func newFakeNet(loss float64, delay time.Duration) *fakeNet {
 
 func (n *fakeNet) sender(src session.NodeID) func(session.NodeID, []byte) error {
 	return func(dst session.NodeID, seg []byte) error {
+		// seg is one segment
 		n.mu.Lock()
+		defer n.mu.Unlock()
 		q := n.queues[dst]
-		drop := n.closed || n.cut || q == nil || n.rng.Float64() < n.loss
-		n.mu.Unlock()
-		if drop {
+		if n.closed || n.cut || q == nil || n.rng.Float64() < n.loss {
 			return nil
 		}
 		select {
@@ -76,19 +76,22 @@ func (n *fakeNet) sender(src session.NodeID) func(session.NodeID, []byte) error 
 // add starts a Transport for id on the network.
 func (n *fakeNet) add(t testing.TB, id session.NodeID, accept func(session.NodeID, OpenRequest, *Stream), kc KCPConfig) *Transport {
 	t.Helper()
-	return n.addOpts(t, Options{Self: id, MaxSegment: 1380, Accept: accept, KCP: kc})
+	return n.addOpts(t, TransportOptions{Self: id, MaxSegment: 1380, Accept: accept, KCP: kc})
 }
 
 // addOpts starts a Transport with o on the network; o.Send, if set, sees
-// each segment before the network does.
-func (n *fakeNet) addOpts(t testing.TB, o Options) *Transport {
+// each batch before the network does.
+func (n *fakeNet) addOpts(t testing.TB, o TransportOptions) *Transport {
 	t.Helper()
 	id, send, tap := o.Self, n.sender(o.Self), o.Send
-	o.Send = func(dst session.NodeID, seg []byte) error {
+	o.Send = func(dst session.NodeID, bufs [][]byte, off int) error {
 		if tap != nil {
-			tap(dst, seg)
+			tap(dst, bufs, off)
 		}
-		return send(dst, seg)
+		for _, b := range bufs {
+			send(dst, b[off:])
+		}
+		return nil
 	}
 	tr, err := NewTransport(o)
 	if err != nil {
@@ -114,6 +117,9 @@ func (n *fakeNet) addOpts(t testing.TB, o Options) *Transport {
 			n.mu.Unlock()
 			if dst != nil {
 				dst.Deliver(p.src, p.seg)
+				if len(q) == 0 { // the end of a "read batch"
+					dst.FlushInput()
+				}
 			}
 		}
 	}()
@@ -587,8 +593,7 @@ func sendAndVerify(tr *Transport, dst session.NodeID, seed, size int) error {
 }
 
 func TestTransportNoGoroutineLeak(t *testing.T) {
-	// kcp-go starts process-wide workers (timer shards, post-processing)
-	// on first use; they are not ours. Warm them up first.
+	// Warm up first: pools and the fake network's goroutines.
 	exercise := func() {
 		got := make(chan *Stream, 4)
 		n := newFakeNet(0, 0)
@@ -638,8 +643,8 @@ func TestTransportDeliverGarbage(t *testing.T) {
 }
 
 func TestNewTransportOptions(t *testing.T) {
-	send := func(session.NodeID, []byte) error { return nil }
-	for _, o := range []Options{
+	send := func(session.NodeID, [][]byte, int) error { return nil }
+	for _, o := range []TransportOptions{
 		{MaxSegment: 1380},
 		{Send: send, MaxSegment: 100},
 		{Send: send, MaxSegment: 1380, KCP: KCPConfig{Window: -1}},
@@ -648,7 +653,7 @@ func TestNewTransportOptions(t *testing.T) {
 			t.Errorf("NewTransport(%+v) succeeded", o)
 		}
 	}
-	tr, err := NewTransport(Options{Send: send, MaxSegment: 9000})
+	tr, err := NewTransport(TransportOptions{Send: send, MaxSegment: 9000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -712,9 +717,12 @@ func TestTransportMalformedFrame(t *testing.T) {
 	sa := openT(t, a, nodeB)
 	sb := recvT(t, got)
 	_ = b
-	sa.wmu.Lock()
-	sa.ms.Write([]byte{9, 0, 0}) // unknown frame type
-	sa.wmu.Unlock()
+	sa.c.mu.Lock()
+	sa.c.a.Send([]byte{9, 0, 0}) // unknown frame type
+	sa.c.flushLocked()
+	box := sa.c.take()
+	sa.c.mu.Unlock()
+	sa.c.send(box)
 	if err := readErrWithin(t, sb, time.Second); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("B Read of a bad frame = %v, want ErrMalformed", err)
 	}
