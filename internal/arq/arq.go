@@ -127,27 +127,37 @@ func freeSeg(s *seg) {
 	}
 }
 
-// fifo is a queue of segments on a slice with a moving head.
+// Pools of the queues' arrays, the ACK lists and the packing buffers: an idle conversation returns
+// them, so it holds no buffer, and steady traffic does not allocate.
+var (
+	arrPool = sync.Pool{New: func() any { s := make([]*seg, 0, 64); return &s }}
+	ackPool = sync.Pool{New: func() any { s := make([]ack, 0, 64); return &s }}
+	pktPool = sync.Pool{New: func() any { b := make([]byte, 0, 1500); return &b }}
+)
+
+// fifo is a queue of segments on a pooled slice with a moving head.
 type fifo struct {
 	s    []*seg
+	p    *[]*seg // the pooled slice header s came from
 	head int
 }
 
-func (q *fifo) len() int       { return len(q.s) - q.head }
-func (q *fifo) at(i int) *seg  { return q.s[q.head+i] }
-func (q *fifo) push(s *seg)    { q.s = append(q.s, s) }
+func (q *fifo) len() int      { return len(q.s) - q.head }
+func (q *fifo) at(i int) *seg { return q.s[q.head+i] }
+func (q *fifo) push(s *seg) {
+	if q.p == nil {
+		q.p = arrPool.Get().(*[]*seg)
+		q.s = (*q.p)[:0]
+	}
+	q.s = append(q.s, s)
+}
 func (q *fifo) last() *seg     { return q.s[len(q.s)-1] }
 func (q *fifo) front() *seg    { return q.s[q.head] }
 func (q *fifo) popFront() *seg { s := q.s[q.head]; q.s[q.head] = nil; q.head++; q.compact(); return s }
 func (q *fifo) compact() {
 	switch {
 	case q.head == len(q.s):
-		if cap(q.s) > 256 {
-			q.s = nil // an idle conversation keeps no large array
-		} else {
-			q.s = q.s[:0]
-		}
-		q.head = 0
+		q.release() // an empty queue keeps no array: idle conversations hold no buffers
 	case q.head > 64 && q.head*2 > len(q.s):
 		n := copy(q.s, q.s[q.head:])
 		clear(q.s[n:])
@@ -158,7 +168,16 @@ func (q *fifo) drain() {
 	for i := q.head; i < len(q.s); i++ {
 		freeSeg(q.s[i])
 	}
-	q.s, q.head = nil, 0
+	q.release()
+}
+
+func (q *fifo) release() {
+	if q.p != nil && cap(q.s) <= 8192 {
+		clear(q.s[:cap(q.s)])
+		*q.p = q.s[:0]
+		arrPool.Put(q.p)
+	}
+	q.s, q.p, q.head = nil, nil, 0
 }
 
 type ack struct{ sn, ts uint32 }
@@ -196,12 +215,16 @@ type Conv struct {
 	oooHead  int
 	oooCount int
 	acks     []ack
+	ackp     *[]ack // the pooled slice header acks came from
+	pktp     *[]byte
 	ackSince uint32
 
 	// Window probing.
 	probeAt, probeWait uint32
 	askSend, askTell   bool
 	toldWnd            uint32
+
+	fastDue bool // a segment is due for fast resend
 
 	lastNow uint32
 	dead    bool
@@ -230,6 +253,9 @@ func diff(later, earlier uint32) int32 { return int32(later - earlier) }
 func (c *Conv) Input(pkt []byte, now uint32) error {
 	c.lastNow = now
 	c.haveMaxAck = false
+	if len(pkt) == 0 {
+		return fmt.Errorf("%w: empty packet", ErrMalformed)
+	}
 	var err error
 	for len(pkt) > 0 {
 		if len(pkt) < HeaderLen {
@@ -281,6 +307,9 @@ func (c *Conv) Input(pkt []byte, now uint32) error {
 			}
 			if !s.acked && !s.fastDone {
 				s.fastack++
+				if s.fastack >= uint32(c.cfg.FastResend) {
+					c.fastDue = true
+				}
 			}
 		}
 	}
@@ -339,6 +368,10 @@ func (c *Conv) receive(sn, ts uint32, data []byte) {
 	}
 	if len(c.acks) == 0 {
 		c.ackSince = c.lastNow
+		if c.ackp == nil {
+			c.ackp = ackPool.Get().(*[]ack)
+			c.acks = (*c.ackp)[:0]
+		}
 	}
 	c.acks = append(c.acks, ack{sn, ts})
 	if off < 0 {
@@ -450,7 +483,7 @@ func (c *Conv) sendWindow() uint32 { return min(uint32(c.cfg.SendWindow), c.rmtW
 
 // NeedsFlush reports whether Flush would send something now.
 func (c *Conv) NeedsFlush() bool {
-	return len(c.acks) > 0 || c.askTell || c.askSend ||
+	return len(c.acks) > 0 || c.askTell || c.askSend || c.fastDue ||
 		(c.queue.len() > 0 && c.sndNxt-c.sndUna < c.sendWindow())
 }
 
@@ -483,16 +516,16 @@ func (c *Conv) header(cmd byte, sn, ts uint32, n int) {
 // the retransmissions that are due.
 func (c *Conv) Flush(now uint32) {
 	c.lastNow = now
-	if c.pkt == nil {
-		c.pkt = make([]byte, 0, c.cfg.MTU)
+	c.pktp = pktPool.Get().(*[]byte)
+	if cap(*c.pktp) < c.cfg.MTU {
+		*c.pktp = make([]byte, 0, c.cfg.MTU)
 	}
+	c.pkt = (*c.pktp)[:0]
 	for _, a := range c.acks {
 		c.header(CmdAck, a.sn, a.ts, 0)
 	}
-	c.acks = c.acks[:0]
-	if cap(c.acks) > 1024 {
-		c.acks = nil
-	}
+	c.releaseAcks()
+	c.fastDue = false
 
 	if c.rmtWnd == 0 {
 		switch {
@@ -565,16 +598,23 @@ func (c *Conv) Flush(now uint32) {
 	if len(c.pkt) > 0 {
 		c.out(c.pkt)
 	}
-	c.pkt = c.pkt[:0]
-	if c.flight.len() == 0 && c.queue.len() == 0 {
-		c.pkt = nil // idle: no packing buffer held
+	*c.pktp = c.pkt[:0]
+	pktPool.Put(c.pktp)
+	c.pkt, c.pktp = nil, nil
+}
+
+func (c *Conv) releaseAcks() {
+	if c.ackp != nil && cap(c.acks) <= 8192 {
+		*c.ackp = c.acks[:0]
+		ackPool.Put(c.ackp)
 	}
+	c.acks, c.ackp = nil, nil
 }
 
 // Deadline returns when Flush must next be called for a timer (a retransmission, the ACK delay, a
 // window probe), or ok=false when none is pending: an idle conversation needs no scheduling.
 func (c *Conv) Deadline() (at uint32, ok bool) {
-	if c.askTell || c.askSend || (c.queue.len() > 0 && c.sndNxt-c.sndUna < c.sendWindow()) {
+	if c.askTell || c.askSend || c.fastDue || (c.queue.len() > 0 && c.sndNxt-c.sndUna < c.sendWindow()) {
 		return c.lastNow, true
 	}
 	set := func(t uint32) {
@@ -609,6 +649,7 @@ func (c *Conv) Release() {
 			c.ooo[i] = nil
 		}
 	}
-	c.ooo, c.acks, c.pkt = nil, nil, nil
+	c.releaseAcks()
+	c.ooo = nil
 	c.ready, c.oooCount = 0, 0
 }

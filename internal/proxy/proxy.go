@@ -297,8 +297,9 @@ func (p *Proxy) run(id FlowID, side string, peer session.NodeID, client, server 
 
 	var resetOnce sync.Once
 	failed := make(chan struct{})
-	fail := func() {
+	fail := func(why string, err error) {
 		resetOnce.Do(func() {
+			p.log.Debug("proxied flow reset", "flow", id.String(), "side", side, "where", why, "err", err)
 			p.reset.Add(1)
 			rec.state.Store("closing")
 			close(failed)
@@ -315,7 +316,7 @@ func (p *Proxy) run(id FlowID, side string, peer session.NodeID, client, server 
 			if k > 0 {
 				if _, werr := dst.Write((*bp)[:k]); werr != nil {
 					p.bufs.Put(bp)
-					fail()
+					fail("write", werr)
 					return
 				}
 				count.Add(uint64(k))
@@ -325,13 +326,13 @@ func (p *Proxy) run(id FlowID, side string, peer session.NodeID, client, server 
 				if ended.Add(1) == 1 {
 					rec.state.Store("half-closed")
 				}
-				if dst.CloseWrite() != nil {
-					fail()
+				if werr := dst.CloseWrite(); werr != nil {
+					fail("close write", werr)
 				}
 				return
 			}
 			if err != nil {
-				fail()
+				fail("read", err)
 				return
 			}
 		}

@@ -474,6 +474,7 @@ func (s *Stream) readHeaderLocked() bool {
 
 // malformedLocked resets the flow over bytes that broke the framing (c.mu held).
 func (s *Stream) malformedLocked(err error) {
+	s.t.log.Debug("proxied flow's framing broken; flow reset", "flow", s.req.String(), "err", err)
 	s.rerr = fmt.Errorf("flow %v: %w (flow reset)", s.req, err)
 	s.c.finish(true)
 	s.c.emitReset()

@@ -277,6 +277,7 @@ func (t *Transport) Deliver(src session.NodeID, seg []byte) {
 	t.mu.Unlock()
 	if sg.kind == segReset {
 		if c != nil {
+			t.log.Debug("peer reset a proxied flow's conversation", "peer", src, "conv", k.id)
 			c.peerReset()
 		}
 		return
@@ -296,7 +297,9 @@ func (t *Transport) Deliver(src session.NodeID, seg []byte) {
 func (t *Transport) newIncoming(k convKey, body []byte) *conv {
 	if k.mine || !opensConversation(body) {
 		t.stats.unknown.Add(1)
-		t.replyReset(k)
+		if wantsAnswer(body) {
+			t.replyReset(k)
+		}
 		return nil
 	}
 	now := t.nowMs()
@@ -336,6 +339,23 @@ func opensConversation(b []byte) bool {
 		le32(b[12:]) == 0 && le32(b[16:]) == 0
 }
 
+// wantsAnswer reports whether a KCP packet carries data or a window probe: its sender waits for an
+// answer, so a conversation we do not have must be reset. ACKs and window tells of a conversation we
+// forgot are dropped quietly: the peer may still be reading what we sent before we forgot it.
+func wantsAnswer(b []byte) bool {
+	for len(b) >= minKCPBytes {
+		if b[4] == arq.CmdPush || b[4] == arq.CmdWask {
+			return true
+		}
+		n := le32(b[20:])
+		if uint64(n) > uint64(len(b)-minKCPBytes) {
+			return false
+		}
+		b = b[minKCPBytes+int(n):]
+	}
+	return false
+}
+
 func le32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
@@ -352,6 +372,7 @@ func (t *Transport) replyReset(k convKey) {
 	}
 	t.resetMu.Unlock()
 	if ok {
+		t.log.Debug("segment for an unknown conversation answered with a reset", "peer", k.peer, "conv", k.id, "mine", k.mine)
 		t.sendReset(k)
 	}
 }
