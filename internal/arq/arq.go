@@ -442,6 +442,10 @@ func (c *Conv) Send(p []byte) int {
 	return n
 }
 
+// SetSendWindow changes how many segments may be in flight (at least 1); the caller shares one link's
+// budget among conversations with it.
+func (c *Conv) SetSendWindow(n int) { c.cfg.SendWindow = max(n, 1) }
+
 // Pending is the number of segments queued or in flight.
 func (c *Conv) Pending() int { return c.queue.len() + c.flight.len() }
 

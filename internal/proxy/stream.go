@@ -28,6 +28,7 @@ type conv struct {
 	key  convKey
 	kind byte // segment kind of what we send on it
 	st   *Stream
+	ps   *peerShare
 
 	mu       sync.Mutex
 	a        *arq.Conv
@@ -35,6 +36,7 @@ type conv struct {
 	removed  bool    // forgotten by the transport; a is released
 	reset    bool    // ended by a reset (either side) or a dead peer
 	released bool    // the stream is done with it (graceful close); it lingers
+	sending  bool    // counted in ps.senders: it has data queued or in flight
 	linger   int64   // ms at which a released conversation is forgotten; 0 = not yet set
 	dirty    bool    // on the transport's FlushInput list
 	closing  chan struct{}
@@ -59,6 +61,7 @@ func (t *Transport) newConv(k convKey) *conv {
 		c.kind = segToAcceptor
 	}
 	c.a = arq.New(k.id, t.arqConfig(), c.emit)
+	c.ps = t.share(k.peer)
 	c.st = &Stream{c: c, t: t, peer: k.peer}
 	return c
 }
@@ -112,6 +115,14 @@ func (c *conv) afterIO(now int64) {
 		c.emitReset()
 		return
 	}
+	if has := c.a.Pending() > 0; has != c.sending {
+		c.sending = has
+		if has {
+			c.ps.senders.Add(1)
+		} else {
+			c.ps.senders.Add(-1)
+		}
+	}
 	if c.a.Readable() > 0 {
 		signal(c.readCh)
 	}
@@ -141,6 +152,10 @@ func (c *conv) finish(reset bool) {
 	}
 	c.removed = true
 	c.reset = c.reset || reset
+	if c.sending {
+		c.sending = false
+		c.ps.senders.Add(-1)
+	}
 	c.t.retransmitted(c.a.Stats().Retransmits)
 	c.a.Release()
 	c.t.sched.set(c, -1)
@@ -195,6 +210,7 @@ func (c *conv) flushLocked() {
 		return
 	}
 	now := c.t.nowMs()
+	c.a.SetSendWindow(c.ps.window(c.t.cfg.Window))
 	c.a.Flush(uint32(now))
 	c.afterIO(now)
 }

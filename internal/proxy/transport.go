@@ -157,6 +157,36 @@ type counters struct {
 	reaped, refused              atomic.Int64
 }
 
+// peerShare is what the conversations with one peer share: the path's in-flight budget. Each
+// conversation with data to send may have budget/senders segments in flight (at least minShare), so
+// many flows together put no more on the path than one flow would, and share it evenly; a flow that
+// stops sending (its reader is slow, or it is done) leaves its share to the others.
+type peerShare struct {
+	senders atomic.Int32
+}
+
+// minShare is the smallest in-flight window a conversation gets, however many share the path.
+const minShare = 8
+
+func (p *peerShare) window(budget int) int {
+	n := int(p.senders.Load())
+	if n <= 1 {
+		return budget
+	}
+	return max(budget/n, minShare)
+}
+
+// share returns the peer's share record (created on first use; t.mu held by callers that create
+// conversations).
+func (t *Transport) share(peer session.NodeID) *peerShare {
+	p := t.shares[peer]
+	if p == nil {
+		p = &peerShare{}
+		t.shares[peer] = p
+	}
+	return p
+}
+
 // Transport runs the KCP conversations of one node with its peers.
 type Transport struct {
 	o     TransportOptions
@@ -171,6 +201,7 @@ type Transport struct {
 
 	mu     sync.Mutex
 	convs  map[convKey]*conv
+	shares map[session.NodeID]*peerShare
 	recent map[convKey]int64 // closed conversations -> ms until which segments get a reset
 	closed bool
 
@@ -209,7 +240,7 @@ func NewTransport(o TransportOptions) (*Transport, error) {
 	t := &Transport{
 		o: o, cfg: o.KCP.withDefaults(), mtu: min(o.MaxSegment-segKindLen, kcpMaxPacket),
 		log: log.With("component", "proxy"), start: time.Now(),
-		convs: make(map[convKey]*conv), recent: make(map[convKey]int64),
+		convs: make(map[convKey]*conv), recent: make(map[convKey]int64), shares: make(map[session.NodeID]*peerShare),
 		stop: make(chan struct{}), resetTokens: resetRate,
 	}
 	size := o.Headroom + segKindLen + t.mtu + o.Tailroom
