@@ -37,7 +37,7 @@ test: deps lint unit e2e
 
 # Short fuzzing session over every fuzz target (the seed corpora also run in `make test`).
 fuzz:
-	@for pkg in ./internal/session ./internal/mesh; do \
+	@for pkg in ./internal/session ./internal/mesh ./internal/arq ./internal/proxy; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
 	  done; \

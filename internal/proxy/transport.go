@@ -166,7 +166,7 @@ type peerShare struct {
 }
 
 // minShare is the smallest in-flight window a conversation gets, however many share the path.
-const minShare = 8
+const minShare = 2
 
 func (p *peerShare) window(budget int) int {
 	n := int(p.senders.Load())
