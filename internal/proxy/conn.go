@@ -16,7 +16,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -34,7 +33,6 @@ type Conn struct {
 
 	mu       sync.Mutex
 	closed   bool
-	rdl      time.Time // read deadline
 	rdlTimer *time.Timer
 	rdlCh    chan struct{} // closed when the read deadline passes
 	done     chan struct{} // closed by Close and Abort
@@ -154,7 +152,6 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 		c.rdlTimer.Stop()
 		c.rdlTimer = nil
 	}
-	c.rdl = t
 	ch := make(chan struct{})
 	c.rdlCh = nil
 	if t.IsZero() {
@@ -224,10 +221,4 @@ func (c *Conn) opErr(op string, terr tcpip.Error) error {
 		return net.ErrClosed
 	}
 	return &net.OpError{Op: op, Net: "tcp", Err: convertErr(terr)}
-}
-
-// errIs reports whether err is one of the syscall errors a peer's reset or abort produces.
-func isPeerReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) ||
-		errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EPIPE)
 }

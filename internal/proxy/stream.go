@@ -293,7 +293,7 @@ func (s *Stream) Refuse(r Refusal) error {
 		return fmt.Errorf("refuse flow %v: refusal reason 0 is not a refusal", s.req)
 	}
 	err := s.sendVerdict(r)
-	s.release(true)
+	s.release()
 	return err
 }
 
@@ -602,13 +602,13 @@ func (s *Stream) Close() error {
 	if !graceful {
 		return s.Reset()
 	}
-	s.release(true)
+	s.release()
 	return nil
 }
 
 // release hands the conversation back after a graceful end (or a refusal): it keeps sending until the
 // peer has acknowledged everything, lingers, then is forgotten.
-func (s *Stream) release(bool) {
+func (s *Stream) release() {
 	c := s.c
 	c.mu.Lock()
 	if !c.removed && !c.released {

@@ -66,10 +66,9 @@ const (
 )
 
 const (
-	resetWriteTimeout = time.Second
-	recentTTL         = 30 * time.Second // a closed conversation id is answered with a reset this long
-	maxRecent         = 65536
-	resetRate         = 200 // reset replies per second at most (burst the same)
+	recentTTL = 30 * time.Second // a closed conversation id is answered with a reset this long
+	maxRecent = 65536
+	resetRate = 200 // reset replies per second at most (burst the same)
 )
 
 // KCPConfig tunes the KCP conversations. The zero value means the defaults above.
@@ -199,7 +198,7 @@ type Transport struct {
 	bufs  sync.Pool // *[]byte of Headroom+1+mtu+Tailroom
 	lists sync.Pool // *[][]byte
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	convs  map[convKey]*conv
 	shares map[session.NodeID]*peerShare
 	recent map[convKey]int64 // closed conversations -> ms until which segments get a reset
@@ -299,13 +298,12 @@ func (t *Transport) Deliver(src session.NodeID, seg []byte) {
 		return
 	}
 	k := convKey{peer: src, id: sg.conv, mine: sg.mine}
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
+	t.mu.RLock()
+	closed, c := t.closed, t.convs[k]
+	t.mu.RUnlock()
+	if closed {
 		return
 	}
-	c := t.convs[k]
-	t.mu.Unlock()
 	if sg.kind == segReset {
 		if c != nil {
 			t.log.Debug("peer reset a proxied flow's conversation", "peer", src, "conv", k.id)
@@ -430,9 +428,9 @@ func (t *Transport) sendBufs(dst session.NodeID, bufs [][]byte) {
 // FlushInput sends the ACKs (and the data they let through) of every conversation that received
 // segments since the last call. The node calls it after each batch it read from the underlay.
 func (t *Transport) FlushInput() {
-	t.mu.Lock()
+	t.mu.RLock()
 	closed := t.closed
-	t.mu.Unlock()
+	t.mu.RUnlock()
 	if closed {
 		return
 	}
@@ -502,7 +500,7 @@ func (t *Transport) Open(ctx context.Context, dst session.NodeID, req OpenReques
 		return nil, fmt.Errorf("open flow %v via node %s: %w", req, dst, err)
 	}
 	if reason != verdictOK {
-		st.release(true)
+		st.release()
 		return nil, fmt.Errorf("open flow %v via node %s: %w", req, dst, reason.err())
 	}
 	return st, nil
