@@ -159,22 +159,47 @@ func TestProxyConnectionSemantics(t *testing.T) {
 	t.Run("half-close carries the reply", func(t *testing.T) {
 		ha.Start(t, "socat", "TCP-LISTEN:7100,bind=10.144.144.1,reuseaddr", "SYSTEM:cat >/dev/null; echo reply-after-eof")
 		waitListening(t, ha, "10.144.144.1:7100")
+		before := b.status().Proxy.FlowsOpened
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		cmd := hb.Command(ctx, "socat", "-t5", "-T10", "-", "TCP:10.144.144.1:7100")
-		cmd.Stdin = strings.NewReader("request\n")
-		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "reply-after-eof") {
-			t.Fatalf("after the client's FIN the reply did not arrive: %v %q", err, out)
+		cmd := hb.Command(ctx, "socat", "-t5", "-T10", "-", "TCP:10.144.144.1:7100,sourceport=41100")
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		stdin.Write([]byte("request\n"))
+		// The client's FIN goes out only once the flow is listed by the proxy on both nodes.
+		waitFlowOnBoth(t, b, a, "10.144.144.2:41100", "10.144.144.1:7100")
+		stdin.Close()
+		if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "reply-after-eof") {
+			t.Fatalf("after the client's FIN the reply did not arrive: %v %q", err, out.String())
+		}
+		if got := b.status().Proxy.FlowsOpened - before; got < 1 {
+			t.Errorf("beta counted %d proxied flows opened, want 1: the connection did not go through the proxy", got)
 		}
 	})
 
 	t.Run("reset is carried", func(t *testing.T) {
 		startProbe(t, ha, "rst-server", "10.144.144.1:7200")
+		before := b.status().Proxy
 		out := runProbe(t, hb, 20*time.Second, "hold", "10.144.144.1:7200")
 		if !strings.Contains(out, "client: reset") {
 			t.Fatalf("server reset seen by the client as %q, want a reset", out)
 		}
+		// Too short-lived to be listed reliably; the counters show it went through the proxy and the
+		// proxy carried the reset.
+		var now control.ProxyStatus
+		waitFor(t, 5*time.Second, func() bool {
+			now = b.status().Proxy
+			return now.FlowsOpened > before.FlowsOpened && now.FlowsReset > before.FlowsReset
+		}, func() string {
+			return fmt.Sprintf("the reset connection did not go through the proxy: beta's counters before %+v, after %+v", before, now)
+		})
 	})
 	if st := a.status().Proxy; st.FlowsOpened == 0 {
 		t.Errorf("alpha opened no proxied flows: %+v", st)

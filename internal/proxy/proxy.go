@@ -249,6 +249,7 @@ func (p *Proxy) accept(src session.NodeID, req OpenRequest, st *Stream) {
 		if errors.Is(err, syscall.ECONNREFUSED) {
 			reason = RefusedConn
 		}
+		p.log.Debug("proxied flow refused: dial failed", "flow", id.String(), "err", err)
 		st.Refuse(reason)
 		return
 	}

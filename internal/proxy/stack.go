@@ -369,6 +369,11 @@ func (s *Stack) Dial(ctx context.Context, id FlowID) (*Conn, error) {
 	we, ready := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	wq.EventRegister(&we)
 	defer wq.EventUnregister(&we)
+	// A client's kernel reuses one source port towards different servers; netstack still holds the
+	// earlier flow's endpoint in TIME_WAIT, bound to that address and port. Like the client's kernel,
+	// allow the bind: the 4-tuple is unique (addDial checked it).
+	ep.SocketOptions().SetReuseAddress(true)
+	ep.SocketOptions().SetReusePort(true)
 	if terr := ep.Bind(fullAddr(id.Src)); terr != nil {
 		ep.Close()
 		return nil, fmt.Errorf("dial %s: bind the client address: %w", id, convertErr(terr))

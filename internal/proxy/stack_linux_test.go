@@ -483,3 +483,31 @@ func tcpPacket(src, dst netip.AddrPort, flags byte) []byte {
 	p[33] = flags
 	return p
 }
+
+// TestStackDialReusedSourcePort: a client's kernel reuses one source port towards another server while
+// netstack still holds the first flow in TIME_WAIT; the second dial must succeed (it failed with
+// EADDRINUSE, seen as "destination unreachable", when the bind was exclusive).
+func TestStackDialReusedSourcePort(t *testing.T) {
+	h := newHarness(t, 0, nil, nil) // the default TIME_WAIT: 15 s, longer than this test
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, port := range []uint16{25670, 25671} {
+		ln := listen(t, port)
+		acc := accept(ln)
+		id := FlowID{Src: addrPort(testClient, 40100), Dst: addrPort(testNode.Addr(), port)}
+		c, err := h.st.Dial(ctx, id)
+		if err != nil {
+			t.Fatalf("dial %d, %s: %v", i+1, id, err)
+		}
+		srv := waitConn(t, acc)
+		c.Close() // netstack closes first: its endpoint goes to TIME_WAIT
+		io.Copy(io.Discard, srv)
+		srv.Close()
+		if i == 0 {
+			netlab.Eventually(t, 5*time.Second, func() bool {
+				fl := h.st.Flows()
+				return len(fl) == 1 && fl[0].State == "time-wait"
+			}, "first flow not in TIME_WAIT: %+v", h.st.Flows())
+		}
+	}
+}
