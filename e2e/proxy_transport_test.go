@@ -399,7 +399,7 @@ const (
 	thousandFlows   = 1000
 	thousandBytes   = 256 << 10
 	thousandLoss    = 10 // per mille, each way
-	thousandTimeout = 4 * time.Minute
+	thousandTimeout = 6 * time.Minute
 )
 
 // TestProxyThousandFlows: 1000 concurrent flows of 256 KiB at 1% loss each way, echoed and checked with
