@@ -464,10 +464,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 // it made progress (c.mu held, conversation live).
 func (s *Stream) readHeaderLocked() bool {
 	c := s.c
-	for s.hdrN < frameHeaderLen && c.a.Readable() > 0 {
-		s.hdrN += c.a.Recv(s.hdr[s.hdrN:])
-	}
-	if s.hdrN < frameHeaderLen {
+	if !s.fillHeaderLocked() {
 		return false
 	}
 	s.hdrN = 0
@@ -486,6 +483,15 @@ func (s *Stream) readHeaderLocked() bool {
 		s.malformedLocked(fmt.Errorf("%w: unexpected %v frame", ErrMalformed, typ))
 	}
 	return true
+}
+
+// fillHeaderLocked reads what is there of the next frame header and reports whether it is complete
+// (c.mu held, conversation live).
+func (s *Stream) fillHeaderLocked() bool {
+	for s.hdrN < frameHeaderLen && s.c.a.Readable() > 0 {
+		s.hdrN += s.c.a.Recv(s.hdr[s.hdrN:])
+	}
+	return s.hdrN == frameHeaderLen
 }
 
 // malformedLocked resets the flow over bytes that broke the framing (c.mu held).
@@ -517,10 +523,7 @@ func (s *Stream) readControl(ctx context.Context, want frameType) ([]byte, error
 			c.mu.Unlock()
 			return nil, err
 		}
-		for s.hdrN < frameHeaderLen && c.a.Readable() > 0 {
-			s.hdrN += c.a.Recv(s.hdr[s.hdrN:])
-		}
-		if s.hdrN == frameHeaderLen {
+		if s.fillHeaderLocked() {
 			typ, n, err := parseHeader(&s.hdr)
 			switch {
 			case err == nil && typ == frameRST:
