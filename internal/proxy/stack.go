@@ -58,6 +58,7 @@ const (
 	nicID        = 1
 	outBatch     = 64               // packets handed to Output at once at most
 	outQueueLen  = 4096             // channel link queue: ~ a 4 MiB window of 1420-byte segments
+	maxCoalesced = 65535            // the largest packet the TUN's GRO builds in a pump buffer
 	maxInFlight  = 1024             // SYNs awaiting Accept/Reject at once; more are dropped (the client retries)
 	bufferMax    = 4 << 20          // send and receive buffer ceiling per endpoint
 	bufferStart  = 1 << 20          // initial buffers; receive buffer moderation grows them
@@ -245,9 +246,11 @@ func (s *Stack) Flows() []FlowState {
 // it waits for one packet, then takes what else is queued, up to outBatch.
 func (s *Stack) pump() {
 	defer s.workers.Done()
+	// Each buffer has room for a 64 KiB packet behind the offset: the TUN's GRO coalesces the TCP
+	// segments of a batch into the first one's buffer, and only within its capacity.
 	bufs := make([][]byte, outBatch)
 	for i := range bufs {
-		bufs[i] = make([]byte, s.outOff+s.mtu)
+		bufs[i] = make([]byte, s.outOff+s.mtu, s.outOff+maxCoalesced)
 	}
 	batch := make([][]byte, 0, outBatch)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -3,12 +3,17 @@ package underlay
 // UDP path: one reader goroutine per socket reads up to udpBatch datagrams per recvmmsg and hands them,
 // each with the udpLink of its source address, to the Handler in one call. Sends go straight to the
 // socket: sendto for one packet, sendmmsg for a batch; the kernel serialises concurrent senders.
+// Within a batch, each run of equal-sized packets (the last may be shorter) leaves as one message with
+// UDP segmentation offload (UDP_SEGMENT, see gso.go): the kernel cuts it into the same datagrams after
+// one trip through the socket layer. Where the kernel or device refuses it, the socket falls back to
+// one message per packet for good.
 
 import (
 	"errors"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -30,7 +35,8 @@ type udpSocket struct {
 	ipv4  bool
 	mu    sync.Mutex
 	links map[netip.AddrPort]*udpLink
-	msgs  sync.Pool // *[]ipv4.Message for SendBatch
+	msgs  sync.Pool   // *[]ipv4.Message for SendBatch
+	noGSO atomic.Bool // the kernel refused UDP_SEGMENT once: one message per packet from then on
 }
 
 func listenUDP(t *Transport, network, addr string) (*udpSocket, error) {
@@ -60,7 +66,7 @@ func listenUDP(t *Transport, network, addr string) (*udpSocket, error) {
 	s.msgs.New = func() any {
 		ms := make([]ipv4.Message, udpBatch)
 		for i := range ms {
-			ms[i].Buffers = make([][]byte, 1)
+			ms[i].OOB = make([]byte, 0, gsoCmsgSpace)
 		}
 		return &ms
 	}
@@ -140,27 +146,49 @@ func (l *udpLink) SendBatch(pkts [][]byte) error {
 	mp := l.sock.msgs.Get().(*[]ipv4.Message)
 	defer l.sock.msgs.Put(mp)
 	ms := *mp
+	defer func() {
+		for i := range ms {
+			ms[i].Buffers, ms[i].Addr, ms[i].OOB = nil, nil, ms[i].OOB[:0]
+		}
+	}()
 	for len(pkts) > 0 {
-		k := min(len(pkts), len(ms))
-		for i := 0; i < k; i++ {
-			ms[i].Buffers[0] = pkts[i]
-			ms[i].Addr = l.ua
+		gso := !l.sock.noGSO.Load()
+		k, used := 0, 0 // messages filled, packets they hold
+		for k < len(ms) && used < len(pkts) {
+			n := 1
+			if gso {
+				n = gsoRun(pkts[used:])
+			}
+			ms[k].Buffers, ms[k].Addr, ms[k].OOB = pkts[used:used+n], l.ua, ms[k].OOB[:0]
+			if n > 1 {
+				ms[k].OOB = appendGSOSize(ms[k].OOB, len(pkts[used]))
+			}
+			k++
+			used += n
 		}
 		sent := 0
 		for sent < k {
 			n, err := l.sock.batch.WriteBatch(ms[sent:k], 0)
-			if err != nil {
-				for i := 0; i < k; i++ {
-					ms[i].Buffers[0], ms[i].Addr = nil, nil
-				}
-				return err
-			}
 			sent += n
+			if err == nil {
+				continue
+			}
+			if sent < k && len(ms[sent].OOB) > 0 && gsoRefused(err) {
+				// The kernel or the egress device cannot segment: fall back for good and send the rest
+				// of this batch (from the refused message on) one packet per message.
+				l.sock.noGSO.Store(true)
+				l.sock.t.log.Debug("udp: segmentation offload refused; sending one datagram per packet", "err", err)
+				rest := 0
+				for i := sent; i < k; i++ {
+					rest += len(ms[i].Buffers)
+				}
+				used -= rest
+				k = sent
+				break
+			}
+			return err
 		}
-		for i := 0; i < k; i++ {
-			ms[i].Buffers[0], ms[i].Addr = nil, nil
-		}
-		pkts = pkts[k:]
+		pkts = pkts[used:]
 	}
 	return nil
 }

@@ -20,12 +20,17 @@ type received struct {
 func newTestTransport(t *testing.T) (*Transport, chan received) {
 	t.Helper()
 	ch := make(chan received, 64)
+	done := make(chan struct{})
 	tr := New(func(pkts []Packet) {
 		for _, p := range pkts {
-			ch <- received{append([]byte(nil), p.Data...), p.From}
+			select {
+			case ch <- received{append([]byte(nil), p.Data...), p.From}:
+			case <-done: // the test ended without reading everything: do not block Close
+			}
 		}
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t.Cleanup(func() { tr.Close() })
+	t.Cleanup(func() { close(done) }) // runs first
 	return tr, ch
 }
 
