@@ -102,7 +102,6 @@ type seg struct {
 	rto      uint32
 	xmit     uint32
 	fastack  uint32
-	fastDone bool // fast-resent since its last RTO: wait for the RTO before another
 	acked    bool
 	data     []byte
 }
@@ -201,6 +200,7 @@ type Conv struct {
 	flight         fifo // sent, sn = sndUna+i; acked ones stay until una passes them
 	rmtWnd         uint32
 	maxAck         uint32 // highest sn acknowledged in the current Input
+	maxAckTs       uint32 // when that segment was last sent
 	haveMaxAck     bool
 	nextResend     uint32 // earliest resendAt in flight, as of the last Flush
 	srtt, rttvar   int32
@@ -305,7 +305,9 @@ func (c *Conv) Input(pkt []byte, now uint32) error {
 			if diff(s.sn, c.maxAck) >= 0 {
 				break
 			}
-			if !s.acked && !s.fastDone {
+			// A segment resent already counts only ACKs of segments sent after it went out again:
+			// those say the resent copy was lost too, so it may be resent fast again.
+			if !s.acked && (s.xmit == 1 || diff(c.maxAckTs, s.ts) > 0) {
 				s.fastack++
 				if s.fastack >= uint32(c.cfg.FastResend) {
 					c.fastDue = true
@@ -339,7 +341,7 @@ func (c *Conv) ackOne(sn uint32) {
 	s := c.flight.at(int(i))
 	s.acked = true
 	if !c.haveMaxAck || diff(sn, c.maxAck) > 0 {
-		c.maxAck, c.haveMaxAck = sn, true
+		c.maxAck, c.maxAckTs, c.haveMaxAck = sn, s.ts, true
 	}
 	c.ackUna(c.sndUna) // drop a newly acknowledged head
 }
@@ -573,14 +575,14 @@ func (c *Conv) Flush(now uint32) {
 		switch {
 		case s.xmit == 0:
 			send, s.rto = true, c.rto
-		case resend > 0 && !s.fastDone && s.fastack >= resend:
-			send, s.fastack, s.fastDone = true, 0, true
+		case resend > 0 && s.fastack >= resend:
+			send, s.fastack = true, 0
 			c.stats.FastRetransmits++
 			c.stats.Retransmits++
 		case diff(now, s.resendAt) >= 0:
 			send = true
 			s.rto = min(s.rto+s.rto/2, c.cfg.MaxRTO)
-			s.fastack, s.fastDone = 0, false
+			s.fastack = 0
 			c.stats.Retransmits++
 		}
 		if send {

@@ -31,6 +31,7 @@ type conv struct {
 	ps   *peerShare
 
 	mu       sync.Mutex
+	sendMu   sync.Mutex // held while an outbox is sent; taken under mu (order: mu, then sendMu)
 	a        *arq.Conv
 	box      *outbox // packets emitted under mu, sent after it is released
 	removed  bool    // forgotten by the transport; a is released
@@ -77,18 +78,20 @@ func (c *conv) emit(pkt []byte) {
 	c.box.bps = append(c.box.bps, bp)
 }
 
-// take returns the emitted packets (mu held); send them with c.send after unlocking.
-func (c *conv) take() *outbox {
+// unlockSend releases mu and sends what was emitted under it. The packets of one conversation leave
+// in the order they were emitted: sendMu is taken before mu is released, so a second goroutine's
+// packets cannot overtake the first's (reordering would read as loss and trigger fast retransmits).
+func (c *conv) unlockSend() {
 	b := c.box
 	c.box = nil
-	return b
-}
-
-func (c *conv) send(b *outbox) {
 	if b == nil {
+		c.mu.Unlock()
 		return
 	}
+	c.sendMu.Lock()
+	c.mu.Unlock()
 	c.t.sendBufs(c.key.peer, b.pkts)
+	c.sendMu.Unlock()
 	for _, bp := range b.bps {
 		c.t.bufs.Put(bp)
 	}
@@ -187,9 +190,7 @@ func (c *conv) input(body []byte) {
 	if mark {
 		c.dirty = true
 	}
-	b := c.take()
-	c.mu.Unlock()
-	c.send(b)
+	c.unlockSend()
 	if mark {
 		c.t.markDirty(c)
 	}
@@ -200,9 +201,7 @@ func (c *conv) flushDirty() {
 	c.mu.Lock()
 	c.dirty = false
 	c.flushLocked()
-	b := c.take()
-	c.mu.Unlock()
-	c.send(b)
+	c.unlockSend()
 }
 
 func (c *conv) flushLocked() {
@@ -228,9 +227,7 @@ func (c *conv) timer() {
 	} else {
 		c.flushLocked()
 	}
-	b := c.take()
-	c.mu.Unlock()
-	c.send(b)
+	c.unlockSend()
 }
 
 // peerReset ends the conversation on the peer's reset.
@@ -385,9 +382,7 @@ func (s *Stream) writeSome(p []byte) (int, error) {
 		n += k
 	}
 	c.flushLocked()
-	b := c.take()
-	c.mu.Unlock()
-	c.send(b)
+	c.unlockSend()
 	s.nWritten.Add(int64(n))
 	s.t.stats.payloadSent.Add(int64(n))
 	return n, nil
@@ -413,9 +408,7 @@ func (s *Stream) writeFrame(typ frameType, payload []byte) error {
 		s.finSent = true
 	}
 	c.flushLocked()
-	b := c.take()
-	c.mu.Unlock()
-	c.send(b)
+	c.unlockSend()
 	return nil
 }
 
@@ -430,9 +423,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	for {
 		if s.rerr != nil {
 			err := s.rerr
-			b := c.take() // a reset the error queued
-			c.mu.Unlock()
-			c.send(b)
+			c.unlockSend() // a reset the error queued
 			return 0, err
 		}
 		if c.removed || c.released {
@@ -449,9 +440,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			if c.a.NeedsFlush() { // the window reopened: tell the peer now
 				c.flushLocked()
 			}
-			b := c.take()
-			c.mu.Unlock()
-			c.send(b)
+			c.unlockSend()
 			s.nRead.Add(int64(n))
 			s.t.stats.payloadReceived.Add(int64(n))
 			return n, nil
@@ -532,9 +521,7 @@ func (s *Stream) readControl(ctx context.Context, want frameType) ([]byte, error
 				err = fmt.Errorf("%w: %v frame instead of %v", ErrMalformed, typ, want)
 			}
 			if err != nil {
-				b := c.take()
-				c.mu.Unlock()
-				c.send(b)
+				c.unlockSend()
 				return nil, err
 			}
 			if c.a.Readable() >= n {
@@ -546,9 +533,7 @@ func (s *Stream) readControl(ctx context.Context, want frameType) ([]byte, error
 				if c.a.NeedsFlush() {
 					c.flushLocked()
 				}
-				b := c.take()
-				c.mu.Unlock()
-				c.send(b)
+				c.unlockSend()
 				return p, nil
 			}
 		}
@@ -590,9 +575,7 @@ func (s *Stream) Reset() error {
 		c.finish(true)
 		c.emitReset()
 	}
-	b := c.take()
-	c.mu.Unlock()
-	c.send(b)
+	c.unlockSend()
 	return nil
 }
 
@@ -619,7 +602,5 @@ func (s *Stream) release() {
 		c.closeCh()
 		c.flushLocked()
 	}
-	b := c.take()
-	c.mu.Unlock()
-	c.send(b)
+	c.unlockSend()
 }

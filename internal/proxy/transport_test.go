@@ -720,9 +720,7 @@ func TestTransportMalformedFrame(t *testing.T) {
 	sa.c.mu.Lock()
 	sa.c.a.Send([]byte{9, 0, 0}) // unknown frame type
 	sa.c.flushLocked()
-	box := sa.c.take()
-	sa.c.mu.Unlock()
-	sa.c.send(box)
+	sa.c.unlockSend()
 	if err := readErrWithin(t, sb, time.Second); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("B Read of a bad frame = %v, want ErrMalformed", err)
 	}
