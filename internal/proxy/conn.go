@@ -61,10 +61,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
-// WaitReadable waits until Read would not block (data, FIN or an error is there), without taking a
-// buffer: idle flows hold no read buffer.
-func (c *Conn) WaitReadable() error {
-	return c.wait(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, true, c.canRead)
+// setNotify registers fn to be called (from netstack, must not block) when the connection may have
+// become readable, hung up or failed; call the returned function to unregister it.
+func (c *Conn) setNotify(fn func()) (unregister func()) {
+	e := waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { fn() })
+	c.wq.EventRegister(&e)
+	return func() { c.wq.EventUnregister(&e) }
 }
 
 func (c *Conn) canRead() bool {

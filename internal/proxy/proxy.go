@@ -22,8 +22,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -105,7 +103,7 @@ type Proxy struct {
 	bufs  sync.Pool
 
 	opened, refused, reset atomic.Uint64
-	wg                     sync.WaitGroup // run goroutines
+	wg                     sync.WaitGroup // flows in motion
 }
 
 // New starts the netstack and the transport.
@@ -221,7 +219,7 @@ func (p *Proxy) forward(r *Request) {
 		st.Reset()
 		return
 	}
-	p.run(id, "source", node, conn, st)
+	p.startFlow(id, "source", node, conn, st, true)
 }
 
 // accept handles a conversation a source node opened: checks, then the spoofed dial.
@@ -258,119 +256,5 @@ func (p *Proxy) accept(src session.NodeID, req OpenRequest, st *Stream) {
 		st.Reset()
 		return
 	}
-	p.run(id, "destination", src, st, conn)
-}
-
-// halfConn is either end of a proxied flow: a netstack connection or a stream.
-type halfConn interface {
-	io.ReadWriter
-	WaitReadable()
-	CloseWrite() error
-	Close() error
-}
-
-// connHalf makes a Conn a halfConn: a wait error surfaces in the Read that follows.
-type connHalf struct{ *Conn }
-
-func (c connHalf) WaitReadable() { c.Conn.WaitReadable() }
-
-func abort(c halfConn) {
-	switch c := c.(type) {
-	case connHalf:
-		c.Abort()
-	case *Stream:
-		c.Reset()
-	}
-}
-
-// run pipes a flow both ways until both directions ended (FIN each way) or one end reset. It runs on
-// the goroutine that accepted the flow plus one more.
-func (p *Proxy) run(id FlowID, side string, peer session.NodeID, client, server any) {
-	cl, sv := asHalf(client), asHalf(server)
-	rec := &Flow{ID: id, Side: side, Peer: peer, Start: time.Now()}
-	rec.state.Store("established")
-	p.opened.Add(1)
-	entry := entryOf(client, server)
-	if entry != nil {
-		entry.rec.Store(rec)
-		defer entry.rec.Store(nil)
-	}
-
-	var resetOnce sync.Once
-	failed := make(chan struct{})
-	fail := func(why string, err error) {
-		resetOnce.Do(func() {
-			p.log.Debug("proxied flow reset", "flow", id.String(), "side", side, "where", why, "err", err)
-			p.reset.Add(1)
-			rec.state.Store("closing")
-			close(failed)
-			abort(cl)
-			abort(sv)
-		})
-	}
-	var ended atomic.Int32
-	copyHalf := func(dst, src halfConn, count *atomic.Uint64) {
-		for {
-			src.WaitReadable()
-			bp := p.bufs.Get().(*[]byte)
-			k, err := src.Read(*bp)
-			if k > 0 {
-				if _, werr := dst.Write((*bp)[:k]); werr != nil {
-					p.bufs.Put(bp)
-					fail("write", werr)
-					return
-				}
-				count.Add(uint64(k))
-			}
-			p.bufs.Put(bp)
-			if errors.Is(err, io.EOF) {
-				if ended.Add(1) == 1 {
-					rec.state.Store("half-closed")
-				}
-				if werr := dst.CloseWrite(); werr != nil {
-					fail("close write", werr)
-				}
-				return
-			}
-			if err != nil {
-				fail("read", err)
-				return
-			}
-		}
-	}
-	p.wg.Add(1)
-	done := make(chan struct{})
-	go func() {
-		defer p.wg.Done()
-		defer close(done)
-		copyHalf(sv, cl, &rec.Up)
-	}()
-	copyHalf(cl, sv, &rec.Down)
-	<-done
-	select {
-	case <-failed:
-	default:
-		rec.state.Store("closing")
-		cl.Close()
-		sv.Close()
-	}
-}
-
-func asHalf(c any) halfConn {
-	switch c := c.(type) {
-	case *Conn:
-		return connHalf{c}
-	case *Stream:
-		return c
-	}
-	panic(fmt.Sprintf("proxy: %T is not a flow end", c))
-}
-
-func entryOf(ends ...any) *flowEntry {
-	for _, e := range ends {
-		if c, ok := e.(*Conn); ok {
-			return c.entry
-		}
-	}
-	return nil
+	p.startFlow(id, "destination", src, conn, st, false)
 }

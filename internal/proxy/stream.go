@@ -5,7 +5,8 @@ package proxy
 //	Write:  frame header + payload -> arq Send -> arq Flush -> emit: KCP packets into pooled buffers
 //	        (the outbox) -> after the lock: Options.Send(peer, outbox) as one batch
 //	input:  Deliver -> arq Input -> wake the reader; ACKs wait for FlushInput or the ACK timer
-//	Read:   arq Recv (frame header, then payload) -> caller; a window that reopens is told at once
+//	Read:   arq Recv (frame header, then payload) -> caller; a window that reopens is told at once;
+//	        new bytes or the end of the conversation call the flow pump's notify (flow.go)
 //
 // All arq state and the stream's parse state are guarded by conv.mu. Nothing blocks while holding it:
 // a writer whose window is full and a reader with nothing to read wait on channels outside the lock.
@@ -41,6 +42,7 @@ type conv struct {
 	linger   int64   // ms at which a released conversation is forgotten; 0 = not yet set
 	dirty    bool    // on the transport's FlushInput list
 	closing  chan struct{}
+	notify   func() // the flow's pump kick: called when readable or ended (see Stream.setNotify)
 	readCh   chan struct{}
 	writeCh  chan struct{}
 
@@ -128,6 +130,9 @@ func (c *conv) afterIO(now int64) {
 	}
 	if c.a.Readable() > 0 {
 		signal(c.readCh)
+		if c.notify != nil {
+			c.notify()
+		}
 	}
 	if c.a.Pending() < c.t.cfg.Window {
 		signal(c.writeCh)
@@ -171,6 +176,9 @@ func (c *conv) closeCh() {
 	case <-c.closing:
 	default:
 		close(c.closing)
+		if c.notify != nil {
+			c.notify()
+		}
 	}
 }
 
@@ -414,7 +422,12 @@ func (s *Stream) writeFrame(typ frameType, payload []byte) error {
 
 // Read reads flow payload. It returns io.EOF after the peer's FIN, an error matching ErrReset after the
 // peer's RST or the loss of the peer.
-func (s *Stream) Read(p []byte) (int, error) {
+func (s *Stream) Read(p []byte) (int, error) { return s.read(p, true) }
+
+// tryRead is Read without waiting: errWait when nothing can be read now.
+func (s *Stream) tryRead(p []byte) (int, error) { return s.read(p, false) }
+
+func (s *Stream) read(p []byte, block bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -445,8 +458,20 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.t.stats.payloadReceived.Add(int64(n))
 			return n, nil
 		}
+		if !block {
+			c.mu.Unlock()
+			return 0, errWait
+		}
 		s.wait(nil, c.readCh)
 	}
+}
+
+// setNotify makes the stream call fn whenever it may have become readable or ended (fn must not block;
+// it is called with the conversation's lock held); nil stops it.
+func (s *Stream) setNotify(fn func()) {
+	s.c.mu.Lock()
+	s.c.notify = fn
+	s.c.mu.Unlock()
 }
 
 // readHeaderLocked reads the next frame header if it is all there and acts on it; it reports whether
@@ -489,17 +514,6 @@ func (s *Stream) malformedLocked(err error) {
 	s.rerr = fmt.Errorf("flow %v: %w (flow reset)", s.req, err)
 	s.c.finish(true)
 	s.c.emitReset()
-}
-
-// WaitReadable waits until Read would not block for long (bytes, FIN or the end of the flow), without
-// taking a buffer: idle flows hold no read buffer.
-func (s *Stream) WaitReadable() {
-	c := s.c
-	c.mu.Lock()
-	for s.rerr == nil && !c.removed && !c.released && c.a.Readable() == 0 {
-		s.wait(nil, c.readCh)
-	}
-	c.mu.Unlock()
 }
 
 // readControl reads one whole frame of type want (open request or verdict).

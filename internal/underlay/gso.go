@@ -7,6 +7,7 @@ package underlay
 
 import (
 	"errors"
+	"net"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -63,4 +64,23 @@ func appendGSOSize(oob []byte, size int) []byte {
 func gsoRefused(err error) bool {
 	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT) ||
 		errors.Is(err, unix.EOPNOTSUPP)
+}
+
+// udpSocketBuffer is the receive and send buffer size of a UDP socket.
+const udpSocketBuffer = 4 << 20
+
+// setSocketBuffers sizes c's buffers to n bytes. SO_RCVBUFFORCE and SO_SNDBUFFORCE (weft has
+// CAP_NET_ADMIN) go past net.core.rmem_max and wmem_max, which are 208 KiB on a stock kernel and would
+// silently cap a plain SO_RCVBUF; without the capability the plain options are used.
+func setSocketBuffers(c *net.UDPConn, n int) {
+	_ = c.SetReadBuffer(n)
+	_ = c.SetWriteBuffer(n)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n)
+	})
 }

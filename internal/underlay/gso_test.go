@@ -3,7 +3,11 @@ package underlay
 import (
 	"bytes"
 	"fmt"
+	"net"
+	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func sizes(ls ...int) [][]byte {
@@ -70,5 +74,28 @@ func TestSendBatchSegmented(t *testing.T) {
 	}
 	if l.(*udpLink).sock.noGSO.Load() {
 		t.Error("the kernel refused UDP segmentation offload on loopback; SendBatch fell back to one datagram per packet")
+	}
+}
+
+// TestSocketBuffers: a UDP socket gets its 4 MiB buffers even where net.core.rmem_max is lower (the
+// kernel reports twice the size set).
+func TestSocketBuffers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SO_RCVBUFFORCE needs CAP_NET_ADMIN (root)")
+	}
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	setSocketBuffers(c, udpSocketBuffer)
+	rc, _ := c.SyscallConn()
+	var rcv, snd int
+	rc.Control(func(fd uintptr) {
+		rcv, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		snd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+	})
+	if rcv < udpSocketBuffer || snd < udpSocketBuffer {
+		t.Errorf("socket buffers receive %d, send %d bytes; want at least %d each", rcv, snd, udpSocketBuffer)
 	}
 }

@@ -49,8 +49,7 @@ func listenUDP(t *Transport, network, addr string) (*udpSocket, error) {
 		return nil, err
 	}
 	// Large socket buffers: a burst of tunnel traffic must not overflow the default 208 KiB.
-	_ = c.SetReadBuffer(4 << 20)
-	_ = c.SetWriteBuffer(4 << 20)
+	setSocketBuffers(c, udpSocketBuffer)
 	local := c.LocalAddr().(*net.UDPAddr)
 	s := &udpSocket{
 		t:     t,
