@@ -55,7 +55,7 @@ var (
 // Defaults of KCPConfig, also used by the node's configuration.
 const (
 	DefaultInterval = 10 * time.Millisecond
-	DefaultWindow   = 1024
+	DefaultWindow   = 2048
 	DefaultResend   = 2
 	DefaultMaxFlows = 16384
 	// LingerTime is how long a gracefully closed conversation keeps answering its peer (a lost last

@@ -85,7 +85,10 @@ func renderMarkdown(cfg *config, r *results) string {
 	}
 
 	w("\n## Cost (sub-ms network; CPU over the 0%% loss runs, both weft processes together)\n\n")
-	w("| path | CPU s per GB moved | RSS idle a / b (MiB) | RSS after the runs a / b (MiB) | with %d idle proxied conns a / b (MiB) | per proxied flow (KiB) |\n", cfg.holdN)
+	w("RSS of both weft processes (a / b): idle after the latency tests; then with %d idle proxied connections\n"+
+		"open (before any throughput run, so the growth is theirs); after all runs. Per proxied flow = growth of both\n"+
+		"processes with the idle connections / %d.\n\n", cfg.holdN, cfg.holdN)
+	w("| path | CPU s per GB moved | RSS idle a / b (MiB) | with %d idle proxied conns a / b (MiB) | RSS after the runs a / b (MiB) | per proxied flow (KiB) |\n", cfg.holdN)
 	w("| --- | --- | --- | --- | --- | --- |\n")
 	for _, p := range []string{pathUDP, pathTCP, pathKCP} {
 		mm, cpu := r.mem[p], r.cpu[p]
@@ -102,10 +105,10 @@ func renderMarkdown(cfg *config, r *results) string {
 		held, per := "-", "-"
 		if p == pathKCP && mm.held[0] > 0 {
 			held = fmt.Sprintf("%s / %s", mib(mm.held[0]), mib(mm.held[1]))
-			per = fmt.Sprintf("%.1f", (mm.held[0]+mm.held[1]-mm.loaded[0]-mm.loaded[1])/float64(cfg.holdN))
+			per = fmt.Sprintf("%.1f", (mm.held[0]+mm.held[1]-mm.idle[0]-mm.idle[1])/float64(cfg.holdN))
 		}
-		w("| %s | %s | %s / %s | %s / %s | %s | %s |\n", p, cost, mib(mm.idle[0]), mib(mm.idle[1]),
-			mib(mm.loaded[0]), mib(mm.loaded[1]), held, per)
+		w("| %s | %s | %s / %s | %s | %s / %s | %s |\n", p, cost, mib(mm.idle[0]), mib(mm.idle[1]),
+			held, mib(mm.loaded[0]), mib(mm.loaded[1]), per)
 	}
 	if len(r.errs) > 0 {
 		w("\n## Failed or retried measurements (%d)\n\n", len(r.errs))

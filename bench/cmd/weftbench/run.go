@@ -59,8 +59,9 @@ type measurer struct {
 	subMs bool
 }
 
-// all measures, in order: latency, idle memory, throughput at each loss rate, relay, loaded memory,
-// memory with idle proxied connections.
+// all measures, in order: latency, idle memory, memory with idle proxied connections, throughput at
+// each loss rate, relay, loaded memory. The idle connections are measured before the throughput runs:
+// after them the processes hold freed heap that new connections would reuse, which hides their cost.
 func (m *measurer) all(ctx context.Context) error {
 	if err := m.latency(ctx); err != nil {
 		return err
@@ -68,6 +69,7 @@ func (m *measurer) all(ctx context.Context) error {
 	if m.subMs {
 		// Measured after the latency tests, not at once: start-up (Argon2id) memory is freed by then.
 		m.memory(func(mm *memory) *[2]float64 { return &mm.idle })
+		m.heldConns()
 	}
 	for _, loss := range m.cfg.losses {
 		if err := m.throughput(ctx, loss); err != nil {
@@ -82,7 +84,6 @@ func (m *measurer) all(ctx context.Context) error {
 			return err
 		}
 		m.memory(func(mm *memory) *[2]float64 { return &mm.loaded })
-		m.heldConns()
 	}
 	return nil
 }
@@ -240,7 +241,7 @@ func (m *measurer) memory(pick func(*memory) *[2]float64) {
 }
 
 // heldConns measures the memory of the kcp path's weft processes with holdN idle proxied connections
-// open (the delta to the loaded figure, per connection, is the memory per proxied flow).
+// open (the delta to the idle figure, per connection, is the memory per proxied flow).
 func (m *measurer) heldConns() {
 	procs := m.n.nodes[pathKCP]
 	if len(procs) == 0 {
