@@ -17,8 +17,9 @@ import (
 	"github.com/weft-vpn/weft/internal/netlab"
 )
 
-// weftBin is the binary under test and probeBin the tests' TCP tool (tcpprobe), built once by TestMain.
-var weftBin, probeBin string
+// weftBin is the binary under test, probeBin the tests' TCP tool (tcpprobe) and hostileBin the hostile
+// member (e2e/hostile), built once by TestMain.
+var weftBin, probeBin, hostileBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -33,7 +34,8 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	weftBin = filepath.Join(dir, "weft")
 	probeBin = filepath.Join(dir, "tcpprobe")
-	for bin, pkg := range map[string]string{weftBin: "../cmd/weft", probeBin: "./tcpprobe"} {
+	hostileBin = filepath.Join(dir, "hostile")
+	for bin, pkg := range map[string]string{weftBin: "../cmd/weft", probeBin: "./tcpprobe", hostileBin: "./hostile"} {
 		build := exec.Command("go", "build", "-o", bin, pkg)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {

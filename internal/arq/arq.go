@@ -531,6 +531,9 @@ func (c *Conv) Flush(now uint32) {
 		c.header(CmdAck, a.sn, a.ts, 0)
 	}
 	c.releaseAcks()
+	// The whole flight is scanned only when a fast resend or a timeout may be due; otherwise only the
+	// segments this Flush adds are looked at, so a Flush costs O(new segments), not O(window).
+	scan := c.fastDue || c.flight.len() == 0 || diff(now, c.nextResend) >= 0
 	c.fastDue = false
 
 	if c.rmtWnd == 0 {
@@ -554,6 +557,10 @@ func (c *Conv) Flush(now uint32) {
 	}
 	c.askSend, c.askTell = false, false
 
+	first := 0 // where the scan starts
+	if !scan {
+		first = c.flight.len()
+	}
 	for c.queue.len() > 0 && c.sndNxt-c.sndUna < c.sendWindow() {
 		s := c.queue.popFront()
 		s.sn = c.sndNxt
@@ -566,7 +573,10 @@ func (c *Conv) Flush(now uint32) {
 		resend = 0
 	}
 	next, haveNext := uint32(0), false
-	for i := 0; i < c.flight.len(); i++ {
+	if !scan {
+		next, haveNext = c.nextResend, true // still the earliest of the segments not scanned
+	}
+	for i := first; i < c.flight.len(); i++ {
 		s := c.flight.at(i)
 		if s.acked {
 			continue

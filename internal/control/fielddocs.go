@@ -37,7 +37,7 @@ func FieldDocs() []TypeDoc {
 	return []TypeDoc{
 		{Name: "Status", Endpoint: "GET /v1/status", Fields: []FieldDoc{
 			{"hostname", "string", "The node's hostname, as announced to the other nodes."},
-			{"node_id", "string", "The node's ID: 16 hex digits derived from its public key."},
+			{"node_id", "string", "The node's ID: 16 hex digits derived from its signing public key."},
 			{"ipv4", "string", `The node's virtual IPv4 address with its prefix length, e.g. "10.144.144.1/24".`},
 			{"network_name", "string", "The name of the network the node belongs to."},
 			{"dev", "string", `The name of the TUN device, e.g. "weft0".`},
@@ -62,7 +62,7 @@ func FieldDocs() []TypeDoc {
 		}},
 		{Name: "Peer", Endpoint: "GET /v1/peers", Array: true, Fields: []FieldDoc{
 			{"hostname", "string", "The peer's hostname, as it announced it."},
-			{"node_id", "string", "The peer's ID: 16 hex digits derived from its public key."},
+			{"node_id", "string", "The peer's ID: 16 hex digits derived from its signing public key."},
 			{"ipv4", "string", `The peer's virtual IPv4 address, without prefix length, e.g. "10.144.144.2".`},
 			{"direct", "boolean", "Whether this node has a session with the peer itself (false when traffic goes through relays)."},
 			{"endpoint", "string", `The underlay address of the direct session, e.g. "203.0.113.7:11010"; "" when not direct.`},

@@ -9,7 +9,7 @@ import (
 type Status struct {
 	// The node's hostname, as announced to the other nodes.
 	Hostname string `json:"hostname"`
-	// The node's ID: 16 hex digits derived from its public key.
+	// The node's ID: 16 hex digits derived from its signing public key.
 	NodeID string `json:"node_id"`
 	// The node's virtual IPv4 address with its prefix length, e.g. "10.144.144.1/24".
 	IPv4 string `json:"ipv4"`
@@ -77,7 +77,7 @@ func (s Status) MarshalJSON() ([]byte, error) {
 type Peer struct {
 	// The peer's hostname, as it announced it.
 	Hostname string `json:"hostname"`
-	// The peer's ID: 16 hex digits derived from its public key.
+	// The peer's ID: 16 hex digits derived from its signing public key.
 	NodeID string `json:"node_id"`
 	// The peer's virtual IPv4 address, without prefix length, e.g. "10.144.144.2".
 	IPv4 string `json:"ipv4"`

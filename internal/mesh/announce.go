@@ -13,6 +13,7 @@
 package mesh
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,7 +41,8 @@ type Neighbor struct {
 // HopPenaltyUS is added to every measured link cost.
 const HopPenaltyUS = 1000
 
-// Announce is one node's link-state advertisement.
+// Announce is one node's link-state advertisement, signed by its origin: SigningKey hashes to Origin
+// (session.NodeIDOf) and signs the rest, so no other node can make or alter an Announce for Origin.
 type Announce struct {
 	Origin session.NodeID
 	// Seq orders announcements of one origin: a higher Seq replaces a lower one.
@@ -52,10 +54,14 @@ type Announce struct {
 	ProxyIn   bool
 	Subnets   []Subnet
 	Neighbors []Neighbor
+	// SigningKey is the origin's signing public key (set by Sign, checked by DecodeAnnounce).
+	SigningKey [session.SigningKeyLen]byte
+
+	wire []byte // the signed encoding, as made by Sign or received
 }
 
 const (
-	announceVersion = 1
+	announceVersion = 2 // 2: signed
 	maxHostname     = 255
 	maxSubnets      = 255
 	maxNeighbors    = 4096
@@ -63,14 +69,42 @@ const (
 	flagSubnetProxy = 1
 )
 
-// ErrMalformedAnnounce is returned for bytes that are not a valid Announce.
-var ErrMalformedAnnounce = errors.New("malformed announce")
+// Errors of DecodeAnnounce (test with errors.Is).
+var (
+	// ErrMalformedAnnounce: the bytes are not an Announce.
+	ErrMalformedAnnounce = errors.New("malformed announce")
+	// ErrForgedAnnounce: a well-formed Announce whose signing key is not its origin's, or whose
+	// signature does not verify (made or altered by another node).
+	ErrForgedAnnounce = errors.New("forged announce")
+)
 
-// AppendBinary appends the wire encoding of a to b:
+// Sign encodes a and signs it with s, the origin's key (its node ID must be a.Origin); Wire then
+// returns the signed encoding:
 //
 //	version u8 | origin u64 | seq u64 | flags u8 | ipv4 [4] | prefix len u8 | hostname len u8 | hostname |
-//	subnet count u8 | { addr [4] | len u8 | flags u8 } ... | neighbour count u16 | { id u64 | cost u32 } ...
-func (a *Announce) AppendBinary(b []byte) ([]byte, error) {
+//	subnet count u8 | { addr [4] | len u8 | flags u8 } ... | neighbour count u16 | { id u64 | cost u32 } ... |
+//	signing key [32] | Ed25519 signature [64] of everything before it
+func (a *Announce) Sign(s *session.Signer) error {
+	if s.NodeID() != a.Origin {
+		return fmt.Errorf("sign announce of node %v with the key of node %v", a.Origin, s.NodeID())
+	}
+	a.SigningKey = s.Public()
+	b, err := a.appendBody(nil)
+	if err != nil {
+		return err
+	}
+	b = append(b, a.SigningKey[:]...)
+	sig := s.Sign(b)
+	a.wire = append(b, sig[:]...)
+	return nil
+}
+
+// Wire returns the signed encoding (nil before Sign for an Announce not decoded from the wire). The
+// bytes are shared: do not modify them.
+func (a *Announce) Wire() []byte { return a.wire }
+
+// appendBody appends the encoding of a up to (not including) its signing key.
+func (a *Announce) appendBody(b []byte) ([]byte, error) {
 	if len(a.Hostname) > maxHostname || len(a.Subnets) > maxSubnets || len(a.Neighbors) > maxNeighbors {
 		return b, fmt.Errorf("announce too large: hostname %d bytes, %d subnets, %d neighbours",
 			len(a.Hostname), len(a.Subnets), len(a.Neighbors))
@@ -160,8 +194,9 @@ func (r *reader) addr4() netip.Addr {
 	return netip.Addr{}
 }
 
-// DecodeAnnounce parses the wire encoding produced by AppendBinary. It never panics; anything malformed
-// (short, trailing bytes, bad prefix lengths) gives ErrMalformedAnnounce.
+// DecodeAnnounce parses and verifies the signed encoding made by Sign. It never panics; anything
+// malformed (short, trailing bytes, bad prefix lengths) gives ErrMalformedAnnounce, a signing key that is
+// not the origin's or a signature that does not verify gives ErrForgedAnnounce.
 func DecodeAnnounce(b []byte) (Announce, error) {
 	r := reader{b: b}
 	var a Announce
@@ -196,11 +231,23 @@ func DecodeAnnounce(b []byte) (Announce, error) {
 		id := session.NodeID(r.u64())
 		a.Neighbors = append(a.Neighbors, Neighbor{ID: id, CostUS: r.u32()})
 	}
+	if k := r.take(session.SigningKeyLen); k != nil {
+		a.SigningKey = [session.SigningKeyLen]byte(k)
+	}
+	sig := r.take(session.SignatureLen)
 	if r.bad {
 		return Announce{}, fmt.Errorf("%w: truncated", ErrMalformedAnnounce)
 	}
 	if len(r.b) != 0 {
 		return Announce{}, fmt.Errorf("%w: %d trailing bytes", ErrMalformedAnnounce, len(r.b))
 	}
+	if id := session.NodeIDOf(a.SigningKey); id != a.Origin {
+		return Announce{}, fmt.Errorf("%w: origin %v, signing key of node %v", ErrForgedAnnounce, a.Origin, id)
+	}
+	signed := b[:len(b)-session.SignatureLen]
+	if !session.Verify(a.SigningKey, signed, [session.SignatureLen]byte(sig)) {
+		return Announce{}, fmt.Errorf("%w: origin %v, bad signature", ErrForgedAnnounce, a.Origin)
+	}
+	a.wire = bytes.Clone(b)
 	return a, nil
 }

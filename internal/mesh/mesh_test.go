@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"reflect"
@@ -17,17 +18,28 @@ func ann(id session.NodeID, ip string, nbrs ...Neighbor) Announce {
 
 func nb(id session.NodeID, cost uint32) Neighbor { return Neighbor{ID: id, CostUS: cost} }
 
+// signer returns a fresh node signing key.
+func signer(t testing.TB) *session.Signer {
+	t.Helper()
+	id, err := session.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.Signer()
+}
+
 func TestAnnounceRoundTrip(t *testing.T) {
+	s := signer(t)
 	a := Announce{
-		Origin: 0x0102030405060708, Seq: 99, Hostname: "alpha", IPv4: netip.MustParsePrefix("10.144.144.1/24"),
+		Origin: s.NodeID(), Seq: 99, Hostname: "alpha", IPv4: netip.MustParsePrefix("10.144.144.1/24"),
 		ProxyIn:   true,
 		Subnets:   []Subnet{{Prefix: netip.MustParsePrefix("192.168.50.0/24"), Proxy: false}, {Prefix: netip.MustParsePrefix("10.9.0.0/16"), Proxy: true}},
 		Neighbors: []Neighbor{{ID: 7, CostUS: 1500}, {ID: 9, CostUS: 20000}},
 	}
-	b, err := a.AppendBinary(nil)
-	if err != nil {
+	if err := a.Sign(s); err != nil {
 		t.Fatal(err)
 	}
+	b := a.Wire()
 	got, err := DecodeAnnounce(b)
 	if err != nil {
 		t.Fatal(err)
@@ -40,30 +52,75 @@ func TestAnnounceRoundTrip(t *testing.T) {
 			t.Fatalf("truncated to %d bytes: err = %v, want ErrMalformedAnnounce", i, err)
 		}
 	}
-	if _, err := DecodeAnnounce(append(b, 0)); !errors.Is(err, ErrMalformedAnnounce) {
+	if _, err := DecodeAnnounce(append(bytes.Clone(b), 0)); !errors.Is(err, ErrMalformedAnnounce) {
 		t.Fatalf("trailing byte accepted: %v", err)
 	}
 }
 
+// TestAnnounceForged: what a hostile member can do with another node's Announce, and none of it
+// passes: alter any byte (a higher sequence number, other neighbours, another address), re-sign it with
+// its own key (the key does not hash to the origin), or sign for an origin it does not own.
+func TestAnnounceForged(t *testing.T) {
+	victim, attacker := signer(t), signer(t)
+	a := ann(victim.NodeID(), "10.144.144.1/24", nb(2, 100))
+	if err := a.Sign(victim); err != nil {
+		t.Fatal(err)
+	}
+	b := a.Wire()
+	for i := range b {
+		bad := bytes.Clone(b)
+		bad[i] ^= 0x40
+		if _, err := DecodeAnnounce(bad); err == nil {
+			t.Fatalf("an announce with byte %d altered was accepted", i)
+		}
+	}
+	// Bytes 1..8 are the origin, 9..16 the sequence number: both altered give a forged announce.
+	for _, i := range []int{3, 12} {
+		bad := bytes.Clone(b)
+		bad[i] ^= 1
+		if _, err := DecodeAnnounce(bad); !errors.Is(err, ErrForgedAnnounce) {
+			t.Fatalf("byte %d altered: err = %v, want ErrForgedAnnounce", i, err)
+		}
+	}
+	// The attacker re-signs the victim's announce (higher sequence number) with its own key.
+	f := a
+	f.Seq = 1 << 62
+	f.SigningKey = attacker.Public()
+	body, err := f.appendBody(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = append(body, f.SigningKey[:]...)
+	sig := attacker.Sign(body)
+	if _, err := DecodeAnnounce(append(body, sig[:]...)); !errors.Is(err, ErrForgedAnnounce) {
+		t.Fatalf("announce re-signed by another node: err = %v, want ErrForgedAnnounce", err)
+	}
+	if err := f.Sign(attacker); err == nil {
+		t.Fatal("Sign accepted a key of another node than the origin")
+	}
+}
+
 func FuzzDecodeAnnounce(f *testing.F) {
-	a := ann(1, "10.144.144.1/24", nb(2, 100))
+	s := signer(f)
+	a := ann(s.NodeID(), "10.144.144.1/24", nb(2, 100))
 	a.Subnets = []Subnet{{Prefix: netip.MustParsePrefix("192.168.1.0/24")}}
-	b, _ := a.AppendBinary(nil)
-	f.Add(b)
-	f.Add([]byte{1})
+	if err := a.Sign(s); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(a.Wire())
+	f.Add([]byte{2})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := DecodeAnnounce(data)
 		if err != nil {
 			return
 		}
-		// Whatever decodes must encode back to the same bytes.
-		out, err := a.AppendBinary(nil)
-		if err != nil {
-			return
+		// Whatever verifies keeps its exact bytes, which verify again.
+		if !bytes.Equal(a.Wire(), data) {
+			t.Fatal("Wire() differs from the bytes decoded")
 		}
-		if _, err := DecodeAnnounce(out); err != nil {
-			t.Fatalf("re-encoded announce does not decode: %v", err)
+		if _, err := DecodeAnnounce(a.Wire()); err != nil {
+			t.Fatalf("accepted announce does not decode again: %v", err)
 		}
 	})
 }

@@ -5,6 +5,7 @@ package node
 // table the data plane reads and the routes the kernel needs on the TUN.
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -66,6 +67,11 @@ func (n *Node) reannounce() {
 	n.annMu.Lock()
 	n.annSeq++
 	a := n.ownAnnounce()
+	if err := a.Sign(n.signer); err != nil {
+		n.annMu.Unlock()
+		n.log.Error("sign announce", "err", err)
+		return
+	}
 	n.db.SetSelf(a, time.Now())
 	n.annFlooded = time.Now()
 	n.annMu.Unlock()
@@ -97,13 +103,10 @@ func (n *Node) tickAnnounce(now time.Time) {
 	}
 }
 
-// flood sends a to every live direct peer except the one it came from.
+// flood sends a, exactly as its origin signed it, to every live direct peer except the one it came
+// from.
 func (n *Node) flood(a mesh.Announce, except session.NodeID) {
-	msg, err := a.AppendBinary([]byte{msgAnnounce})
-	if err != nil {
-		n.log.Error("encode announce", "err", err)
-		return
-	}
+	msg := append([]byte{msgAnnounce}, a.Wire()...)
 	n.mu.RLock()
 	targets := make([]*peer, 0, len(n.peers))
 	for id, p := range n.peers {
@@ -123,15 +126,18 @@ func (n *Node) sendDatabase(p *peer) {
 		if a.Origin == p.id {
 			continue
 		}
-		msg, err := a.AppendBinary([]byte{msgAnnounce})
-		if err == nil {
-			n.sendControl(p, msg)
-		}
+		n.sendControl(p, append([]byte{msgAnnounce}, a.Wire()...))
 	}
 }
 
 func (n *Node) receiveAnnounce(from *peer, b []byte) {
 	a, err := mesh.DecodeAnnounce(b)
+	if errors.Is(err, mesh.ErrForgedAnnounce) {
+		// Made or altered by a node other than its origin: never stored or flooded.
+		n.drops.inc("announce_forged")
+		n.warnForged(from, err)
+		return
+	}
 	if err != nil {
 		n.drops.inc("malformed")
 		return
@@ -289,4 +295,25 @@ func (n *Node) endpointAddrs() []netip.Addr {
 		return true
 	})
 	return out
+}
+
+// forgedLogEvery bounds the warnings about forged announcements: one per neighbour per interval.
+const forgedLogEvery = 10 * time.Second
+
+// warnForged logs (rate-limited per neighbour) that a neighbour passed on a forged announcement.
+func (n *Node) warnForged(from *peer, err error) {
+	now := time.Now()
+	n.warnMu.Lock()
+	last := n.forgedAt[from.id]
+	ok := now.Sub(last) >= forgedLogEvery
+	if ok {
+		if n.forgedAt == nil {
+			n.forgedAt = map[session.NodeID]time.Time{}
+		}
+		n.forgedAt[from.id] = now
+	}
+	n.warnMu.Unlock()
+	if ok {
+		n.log.Warn("dropped a forged announcement (not signed by its origin) passed on by node "+from.id.String(), "err", err)
+	}
 }

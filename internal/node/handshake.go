@@ -126,7 +126,7 @@ func (n *Node) handleInit(pkt []byte, from underlay.Link) {
 			if t, ok := n.mismatchAt[a]; !ok || time.Since(t) > 10*time.Second {
 				n.mismatchAt[a] = time.Now()
 				n.log.Warn("network name or secret mismatch from " + from.RemoteAddr().String() +
-					": a node tried to join with another --network-name or --network-secret; no session")
+					": a node tried to join with another --network-name or --network-secret (or runs a weft release with another protocol version); no session")
 			}
 		} else {
 			n.drops.inc("malformed")

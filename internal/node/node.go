@@ -100,10 +100,12 @@ type Node struct {
 	log     *slog.Logger
 	started time.Time
 
-	id    session.Identity
-	self  session.NodeID
-	scfg  session.Config
-	hello []byte
+	id   session.Identity
+	self session.NodeID
+	scfg session.Config
+	// signer signs this node's announcements; its key is bound to the Noise key in every handshake.
+	signer *session.Signer
+	hello  []byte
 
 	dev       tun.Device
 	tr        *underlay.Transport
@@ -131,7 +133,8 @@ type Node struct {
 	kernel      map[netip.Prefix]bool // routes installed on the TUN besides the connected network
 
 	warnMu   sync.Mutex
-	warnings map[string]string // key -> text
+	warnings map[string]string            // key -> text
+	forgedAt map[session.NodeID]time.Time // last warning about a forged announcement, per neighbour
 
 	traffic   sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
 	dialAddrs sync.Map // config.URI -> netip.Addr, the last address each --peer resolved to
@@ -192,9 +195,11 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node identity: %w", err)
 	}
-	n.self = n.id.NodeID()
+	n.signer = n.id.Signer()
+	n.self = n.signer.NodeID()
 	n.scfg = session.Config{
 		Identity:    n.id,
+		Signer:      n.signer,
 		PSK:         session.DerivePSK(cfg.NetworkName, cfg.NetworkSecret),
 		AESHardware: session.HasAESHardware(),
 	}

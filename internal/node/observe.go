@@ -19,7 +19,8 @@ import (
 // dropReasons are the reasons a packet is dropped; each has its own counter.
 var dropReasons = [...]string{
 	"malformed", "decrypt", "replay", "unknown_session", "psk_mismatch", "handshake_flood", "no_route",
-	"no_session", "no_proxy", "ttl_exceeded", "not_ipv4", "seal", "send", "tun_read", "tun_write", "other",
+	"no_session", "no_proxy", "ttl_exceeded", "not_ipv4", "seal", "send", "tun_read", "tun_write", "announce_forged",
+	"other",
 }
 
 // dropCounters counts dropped packets by reason without locks.

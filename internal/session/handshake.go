@@ -13,7 +13,7 @@ import (
 
 // prologue is mixed into every handshake; a node speaking another protocol
 // version fails the handshake.
-const prologue = "weft/v1"
+const prologue = "weft/v2"
 
 // Config is what both handshake roles need.
 type Config struct {
@@ -28,6 +28,15 @@ type Config struct {
 	AESHardware bool
 	// Now is the clock stamped into Keypair.Created; nil means time.Now.
 	Now func() time.Time
+	// Signer is Identity's signing key (Identity.Signer); nil derives it for each handshake.
+	Signer *Signer
+}
+
+func (c *Config) signer() *Signer {
+	if c.Signer != nil {
+		return c.Signer
+	}
+	return c.Identity.Signer()
 }
 
 func (c *Config) validate() error {
@@ -159,7 +168,7 @@ func (h *Initiator) Finish(msg2 []byte, payload3 []byte) (kp *Keypair, msg3 []by
 	if err := checkPayload("handshake final payload", payload3); err != nil {
 		return nil, nil, nil, err
 	}
-	if t, ok := PacketType(msg2); !ok || t != TypeHandshakeResp || len(msg2) < respHeaderLen+noiseMsg2Min {
+	if t, ok := PacketType(msg2); !ok || t != TypeHandshakeResp || len(msg2) < msg2Overhead {
 		return nil, nil, nil, fmt.Errorf("handshake response: not a complete type-%d packet (%d bytes): %w", TypeHandshakeResp, len(msg2), ErrMalformed)
 	}
 	sender := binary.BigEndian.Uint32(msg2[4:8])
@@ -184,8 +193,14 @@ func (h *Initiator) Finish(msg2 []byte, payload3 []byte) (kp *Keypair, msg3 []by
 		return nil, nil, nil, fmt.Errorf("handshake response from index %d: peer chose %s, which we did not offer: %w", sender, chosen, ErrMalformed)
 	}
 	peerStatic := hs.PeerStatic()
+	peerSigning, rest, err := readBinding(p2[1:], peerStatic)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("handshake response from index %d: %w", sender, err)
+	}
+	p3 := h.cfg.signer().appendBinding(make([]byte, 0, bindingLen+len(payload3)), h.cfg.Identity.Public)
+	p3 = append(p3, payload3...)
 	msg3 = appendHandshakeHeader(make([]byte, 0, msg3Overhead+len(payload3)), TypeHandshakeFinal, h.localIndex, sender)
-	msg3, cs1, cs2, err := hs.WriteMessage(msg3, payload3)
+	msg3, cs1, cs2, err := hs.WriteMessage(msg3, p3)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("write handshake final: %w", err)
 	}
@@ -199,6 +214,7 @@ func (h *Initiator) Finish(msg2 []byte, payload3 []byte) (kp *Keypair, msg3 []by
 		localIndex:  h.localIndex,
 		remoteIndex: sender,
 		peerStatic:  peerStatic,
+		peerSigning: peerSigning,
 		initiator:   true,
 		created:     h.cfg.now(),
 	})
@@ -207,7 +223,7 @@ func (h *Initiator) Finish(msg2 []byte, payload3 []byte) (kp *Keypair, msg3 []by
 	}
 	h.done = true
 	h.ephemeral = [32]byte{}
-	return kp, msg3, p2[1:], nil
+	return kp, msg3, rest, nil
 }
 
 // Responder is the responding side of one handshake, between Respond and a
@@ -280,7 +296,8 @@ func respond(cfg Config, msg1 []byte, localIndex uint32, payload2 []byte, eph [3
 	default:
 		return nil, nil, nil, fmt.Errorf("handshake init from index %d: no common data cipher (peer offers mask %#02x): %w", sender, offered, ErrMalformed)
 	}
-	r.payload2 = append([]byte{uint8(r.chosen)}, payload2...)
+	r.payload2 = cfg.signer().appendBinding(append(make([]byte, 0, 1+bindingLen+len(payload2)), uint8(r.chosen)), cfg.Identity.Public)
+	r.payload2 = append(r.payload2, payload2...)
 	msg2 = appendHandshakeHeader(make([]byte, 0, msg2Overhead+len(payload2)), TypeHandshakeResp, localIndex, sender)
 	msg2, _, _, err = hs.WriteMessage(msg2, r.payload2)
 	if err != nil {
@@ -317,7 +334,7 @@ func (r *Responder) Finish(msg3 []byte) (kp *Keypair, peerPayload []byte, err er
 	if r.done {
 		return nil, nil, errors.New("handshake final: this handshake already finished")
 	}
-	if t, ok := PacketType(msg3); !ok || t != TypeHandshakeFinal || len(msg3) < respHeaderLen+noiseMsg3Min {
+	if t, ok := PacketType(msg3); !ok || t != TypeHandshakeFinal || len(msg3) < msg3Overhead {
 		return nil, nil, fmt.Errorf("handshake final: not a complete type-%d packet (%d bytes): %w", TypeHandshakeFinal, len(msg3), ErrMalformed)
 	}
 	sender, receiver := binary.BigEndian.Uint32(msg3[4:8]), binary.BigEndian.Uint32(msg3[8:12])
@@ -338,6 +355,11 @@ func (r *Responder) Finish(msg3 []byte) (kp *Keypair, peerPayload []byte, err er
 		r.dirty = true
 		return nil, nil, errors.New("handshake final: noise did not complete the handshake")
 	}
+	peerSigning, rest, err := readBinding(p3, r.hs.PeerStatic())
+	if err != nil {
+		r.dirty = true
+		return nil, nil, fmt.Errorf("handshake final from index %d: %w", sender, err)
+	}
 	kp, err = newKeypair(keypairParams{
 		cipher:      r.chosen,
 		sendKey:     cs2.UnsafeKey(),
@@ -345,6 +367,7 @@ func (r *Responder) Finish(msg3 []byte) (kp *Keypair, peerPayload []byte, err er
 		localIndex:  r.localIndex,
 		remoteIndex: r.remoteIndex,
 		peerStatic:  r.hs.PeerStatic(),
+		peerSigning: peerSigning,
 		initiator:   false,
 		created:     r.cfg.now(),
 	})
@@ -353,5 +376,5 @@ func (r *Responder) Finish(msg3 []byte) (kp *Keypair, peerPayload []byte, err er
 		return nil, nil, fmt.Errorf("handshake final from index %d: %w", sender, err)
 	}
 	r.done, r.hs, r.ephemeral = true, nil, [32]byte{}
-	return kp, p3, nil
+	return kp, rest, nil
 }

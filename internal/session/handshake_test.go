@@ -299,3 +299,51 @@ func TestKeypairsDifferPerHandshake(t *testing.T) {
 		t.Fatalf("Open with another session's keypair: %v, want ErrDecrypt", err)
 	}
 }
+
+// TestHandshakeForgedSigningKey: a member that knows the PSK but claims another node's signing key (and
+// so its node ID) cannot sign its own Noise key with it; the handshake fails on the other side, in
+// either role, and no keypair names the victim.
+func TestHandshakeForgedSigningKey(t *testing.T) {
+	victim, err := GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forger := func(cfg Config) Config {
+		s := cfg.Identity.Signer()
+		s.pub = victim.SigningPublic() // claims the victim's key, signs with its own
+		cfg.Signer = s
+		return cfg
+	}
+	t.Run("forging responder", func(t *testing.T) {
+		initCfg, respCfg := testConfig(t, false), forger(testConfig(t, false))
+		ini, msg1, err := NewInitiator(initCfg, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, msg2, _, err := Respond(respCfg, msg1, 2, []byte("p2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kp, _, _, err := ini.Finish(msg2, []byte("p3")); !errors.Is(err, ErrDecrypt) {
+			t.Fatalf("Initiator.Finish of a forged binding = %v, %v; want ErrDecrypt", kp, err)
+		}
+	})
+	t.Run("forging initiator", func(t *testing.T) {
+		initCfg, respCfg := forger(testConfig(t, false)), testConfig(t, false)
+		ini, msg1, err := NewInitiator(initCfg, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, msg2, _, err := Respond(respCfg, msg1, 2, []byte("p2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, msg3, _, err := ini.Finish(msg2, []byte("p3"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kp, _, err := resp.Finish(msg3); !errors.Is(err, ErrDecrypt) {
+			t.Fatalf("Responder.Finish of a forged binding = %v, %v; want ErrDecrypt", kp, err)
+		}
+	})
+}

@@ -23,7 +23,8 @@ const KeyFileName = "node.key"
 // bytes.
 const maxKeyFileSize = 1024
 
-// Identity is the node's static Curve25519 key pair. Its String, GoString and
+// Identity is the node's static Curve25519 key pair; its Ed25519 signing key
+// derives from the same private key (signing.go). Its String, GoString and
 // LogValue methods print only the NodeID, never the private key.
 type Identity struct {
 	Private, Public [32]byte
@@ -52,8 +53,8 @@ func identityFromPrivate(priv [32]byte) (Identity, error) {
 	return id, nil
 }
 
-// NodeID returns the node's ID, derived from its public key.
-func (id Identity) NodeID() NodeID { return NodeIDOf(id.Public) }
+// NodeID returns the node's ID, derived from its signing public key.
+func (id Identity) NodeID() NodeID { return NodeIDOf(id.SigningPublic()) }
 
 // String returns "identity <node ID>"; the private key is never printed.
 func (id Identity) String() string { return "identity " + id.NodeID().String() }

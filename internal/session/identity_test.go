@@ -137,9 +137,24 @@ func TestNodeID(t *testing.T) {
 	if got := NodeIDOf(pub).String(); got != "05825607d7fdf2d8" {
 		t.Fatalf("NodeIDOf = %s, want 05825607d7fdf2d8", got)
 	}
-	id := Identity{Public: pub}
-	if id.NodeID() != NodeIDOf(pub) {
-		t.Fatal("Identity.NodeID differs from NodeIDOf(Public)")
+	id, err := GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.NodeID() != NodeIDOf(id.SigningPublic()) || id.NodeID() != id.Signer().NodeID() {
+		t.Fatal("Identity.NodeID differs from NodeIDOf(SigningPublic())")
+	}
+	// The signing key derives from node.key alone: the same private key gives the same node ID.
+	again, err := identityFromPrivate(id.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.NodeID() != id.NodeID() {
+		t.Fatal("the same private key gave another node ID")
+	}
+	other, _ := GenerateIdentity()
+	if other.NodeID() == id.NodeID() || other.SigningPublic() == id.SigningPublic() {
+		t.Fatal("two identities share a signing key")
 	}
 
 	tests := []struct {

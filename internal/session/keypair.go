@@ -42,6 +42,7 @@ type Keypair struct {
 
 	localIndex, remoteIndex uint32
 	peerStatic              [32]byte
+	peerSigning             [SigningKeyLen]byte
 	peerID                  NodeID
 	cipher                  CipherID
 	initiator               bool
@@ -54,6 +55,7 @@ type keypairParams struct {
 	sendKey, recvKey        [32]byte
 	localIndex, remoteIndex uint32
 	peerStatic              []byte
+	peerSigning             [SigningKeyLen]byte
 	initiator               bool
 	created                 time.Time
 }
@@ -81,7 +83,8 @@ func newKeypair(p keypairParams) (*Keypair, error) {
 	}
 	k.nonces.New = func() any { return new([12]byte) }
 	copy(k.peerStatic[:], p.peerStatic)
-	k.peerID = NodeIDOf(k.peerStatic)
+	k.peerSigning = p.peerSigning
+	k.peerID = NodeIDOf(p.peerSigning)
 	return k, nil
 }
 
@@ -94,7 +97,10 @@ func (k *Keypair) RemoteIndex() uint32 { return k.remoteIndex }
 // PeerStatic is the peer's static public key, authenticated by the handshake.
 func (k *Keypair) PeerStatic() [32]byte { return k.peerStatic }
 
-// PeerID is the peer's NodeID, derived from PeerStatic.
+// PeerSigning is the peer's signing public key, bound to PeerStatic in the handshake.
+func (k *Keypair) PeerSigning() [SigningKeyLen]byte { return k.peerSigning }
+
+// PeerID is the peer's NodeID, derived from PeerSigning.
 func (k *Keypair) PeerID() NodeID { return k.peerID }
 
 // Cipher is the data cipher agreed in the handshake.

@@ -9,12 +9,12 @@ import (
 )
 
 // NodeID identifies a node: the first 8 bytes (big-endian uint64) of
-// BLAKE2s-256 of its static public key. Its text form is 16 lowercase hex
-// digits.
+// BLAKE2s-256 of its signing (Ed25519) public key. Its text form is 16
+// lowercase hex digits.
 type NodeID uint64
 
-// NodeIDOf returns the NodeID of the node whose static public key is pub.
-func NodeIDOf(pub [32]byte) NodeID {
+// NodeIDOf returns the NodeID of the node whose signing public key is pub.
+func NodeIDOf(pub [SigningKeyLen]byte) NodeID {
 	sum := blake2s.Sum256(pub[:])
 	return NodeID(binary.BigEndian.Uint64(sum[:8]))
 }

@@ -37,8 +37,8 @@ const (
 	noiseMsg2Min = 32 + 48 + 16 // e, encrypted s, payload tag
 	noiseMsg3Min = 48 + 16      // encrypted s, payload tag
 	msg1Overhead = initHeaderLen + noiseMsg1Min + 1
-	msg2Overhead = respHeaderLen + noiseMsg2Min + 1
-	msg3Overhead = respHeaderLen + noiseMsg3Min
+	msg2Overhead = respHeaderLen + noiseMsg2Min + 1 + bindingLen // cipher, signing key binding
+	msg3Overhead = respHeaderLen + noiseMsg3Min + bindingLen
 )
 
 // MaxHandshakePayload is the largest caller payload a handshake message may

@@ -1,0 +1,208 @@
+// Command hostile is the e2e tests' hostile member: a process that knows the network name and secret,
+// joins a node as an ordinary member would (a real handshake over UDP, with its own fresh identity) and
+// then attacks it from inside the mesh. It is a test tool, never shipped.
+//
+//	hostile -peer 172.16.1.2:11010 -ipv4 10.144.144.66/24 forge-announce -victim NODEID
+//	  floods announcements for node NODEID, in the two ways a forger can try: fake links (this member as
+//	  the victim's only neighbour) under its own signature with the victim's origin, and the victim's
+//	  real announcement (passed on by the node) with a huge sequence number. It prints one line,
+//	  "sent N", and exits 0; whether the attack failed is for the test to check on the node.
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/weft-vpn/weft/internal/mesh"
+	"github.com/weft-vpn/weft/internal/session"
+)
+
+// Inner message types of internal/node (wire.go), repeated here: the tool speaks the protocol from outside.
+const (
+	msgAnnounce  = 4
+	helloVersion = 1
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "hostile:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	name := flag.String("network-name", "e2e-net", "network name")
+	secret := flag.String("network-secret", "correct horse battery staple", "network secret")
+	peerAddr := flag.String("peer", "", "node to join, ip:port")
+	ipv4 := flag.String("ipv4", "10.144.144.66/24", "virtual address this member claims")
+	hostname := flag.String("hostname", "mallory", "hostname this member claims")
+	count := flag.Int("count", 50, "packets per attack")
+	flag.Parse()
+	if flag.NArg() < 1 {
+		return errors.New("usage: hostile [flags] forge-announce -victim NODEID")
+	}
+	id, err := session.GenerateIdentity()
+	if err != nil {
+		return err
+	}
+	m, err := join(id, *name, *secret, *peerAddr, netip.MustParsePrefix(*ipv4), *hostname)
+	if err != nil {
+		return err
+	}
+	defer m.conn.Close()
+	switch flag.Arg(0) {
+	case "forge-announce":
+		fs := flag.NewFlagSet("forge-announce", flag.ExitOnError)
+		victim := fs.String("victim", "", "node ID to forge announcements for")
+		fs.Parse(flag.Args()[1:])
+		v, err := session.ParseNodeID(*victim)
+		if err != nil {
+			return err
+		}
+		n, err := m.forgeAnnounce(v, *count)
+		if err != nil {
+			return err
+		}
+		fmt.Println("sent", n)
+		return nil
+	}
+	return fmt.Errorf("unknown attack %q", flag.Arg(0))
+}
+
+// member is a joined session with one node.
+type member struct {
+	id     session.Identity
+	signer *session.Signer
+	conn   *net.UDPConn
+	kp     *session.Keypair
+}
+
+// join runs the handshake with the node at addr, as initiator.
+func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostname string) (*member, error) {
+	ua, err := net.ResolveUDPAddr("udp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := net.DialUDP("udp4", nil, ua)
+	if err != nil {
+		return nil, err
+	}
+	m := &member{id: id, signer: id.Signer(), conn: conn}
+	cfg := session.Config{Identity: id, PSK: session.DerivePSK(name, secret), Signer: m.signer}
+	ini, msg1, err := session.NewInitiator(cfg, 0x6d616c6c, nil)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 65536)
+	for try := 0; try < 10; try++ {
+		if _, err := conn.Write(msg1); err != nil {
+			return nil, err
+		}
+		conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				break // timeout: send message 1 again
+			}
+			if t, ok := session.PacketType(buf[:k]); !ok || t != session.TypeHandshakeResp {
+				continue
+			}
+			kp, msg3, _, err := ini.Finish(buf[:k], hello(ip, hostname))
+			if err != nil {
+				return nil, fmt.Errorf("handshake with %s: %w", addr, err)
+			}
+			if _, err := conn.Write(msg3); err != nil {
+				return nil, err
+			}
+			m.kp = kp
+			conn.SetReadDeadline(time.Time{})
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("no handshake response from %s", addr)
+}
+
+// hello is node/wire.go's handshake payload: version | ipv4 [4] | prefix len | hostname len | hostname.
+func hello(ip netip.Prefix, hostname string) []byte {
+	a := ip.Addr().As4()
+	b := append([]byte{helloVersion}, a[:]...)
+	b = append(b, byte(ip.Bits()), byte(len(hostname)))
+	return append(b, hostname...)
+}
+
+// send seals one inner message into the session.
+func (m *member) send(msg []byte) error {
+	pkt, err := m.kp.Seal(nil, msg)
+	if err != nil {
+		return err
+	}
+	_, err = m.conn.Write(pkt)
+	return err
+}
+
+// victimAnnounce waits (up to 5 s) for the node to pass on the victim's real announcement (a node sends
+// a new neighbour its whole database) and returns its signed bytes.
+func (m *member) victimAnnounce(victim session.NodeID) ([]byte, error) {
+	buf := make([]byte, 65536)
+	deadline := time.Now().Add(5 * time.Second)
+	m.conn.SetReadDeadline(deadline)
+	defer m.conn.SetReadDeadline(time.Time{})
+	for {
+		k, err := m.conn.Read(buf)
+		if err != nil {
+			return nil, fmt.Errorf("the node did not pass on an announcement of %v within 5 s", victim)
+		}
+		if t, ok := session.PacketType(buf[:k]); !ok || t != session.TypeData {
+			continue
+		}
+		pt, err := m.kp.Open(nil, buf[:k])
+		if err != nil || len(pt) < 1 || pt[0] != msgAnnounce {
+			continue
+		}
+		if a, err := mesh.DecodeAnnounce(pt[1:]); err == nil && a.Origin == victim {
+			return append([]byte(nil), pt[1:]...), nil
+		}
+	}
+}
+
+// forgeAnnounce sends count forged announcements for victim, of two kinds, alternating.
+func (m *member) forgeAnnounce(victim session.NodeID, count int) (int, error) {
+	fake := mesh.Announce{
+		// A sequence number above every real one (boot-time ns), so it would supersede the victim's.
+		Origin: m.signer.NodeID(), Seq: 1 << 63, Hostname: "forged", IPv4: netip.MustParsePrefix("10.144.144.99/24"),
+		Neighbors: []mesh.Neighbor{{ID: m.signer.NodeID(), CostUS: 1}},
+	}
+	if err := fake.Sign(m.signer); err != nil {
+		return 0, err
+	}
+	// 1: fake links under this member's own valid signature, the origin bytes (1..8) rewritten to the
+	// victim's.
+	own := append([]byte(nil), fake.Wire()...)
+	binary.BigEndian.PutUint64(own[1:9], uint64(victim))
+	// 2: the victim's real announcement (its own key and signature), with a huge sequence number, so it
+	// would supersede every later one of the victim.
+	real, err := m.victimAnnounce(victim)
+	if err != nil {
+		return 0, err
+	}
+	binary.BigEndian.PutUint64(real[9:17], 1<<62)
+	sent := 0
+	for i := 0; i < count; i++ {
+		b := own
+		if i%2 == 1 {
+			b = real
+		}
+		if err := m.send(append([]byte{msgAnnounce}, b...)); err != nil {
+			return sent, err
+		}
+		sent++
+		time.Sleep(2 * time.Millisecond)
+	}
+	return sent, nil
+}

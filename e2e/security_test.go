@@ -1,0 +1,66 @@
+package e2e
+
+// Attacks by a hostile member: a process in its own namespace that knows the network name and secret,
+// joins with a real handshake (e2e/hostile) and then tries to speak for another node. Each test checks
+// on the attacked node that the attack failed, and that it would have been visible had it worked.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-vpn/weft/internal/netlab"
+)
+
+// TestForgedAnnouncement: mallory floods beta with announcements for alpha: fake links under its own
+// signature, and alpha's real announcement (which beta passed on to it) with a huge sequence number.
+// Had beta stored either, alpha's virtual IP would be gone from its routes (the fake one announces
+// another address) and alpha could never correct it (its own sequence numbers are lower). Beta drops
+// every one, counts them, keeps routing to alpha directly, and the ping goes through.
+func TestForgedAnnouncement(t *testing.T) {
+	lab := netlab.New(t)
+	ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
+	_, bOnAB := link(lab, ha, hb, 1)
+	_, bOnMB := link(lab, hm, hb, 2)
+	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
+	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}})
+	b.waitPeer(a.ip, 10*time.Second)
+	victim := a.status().NodeID
+	before := b.status().Drops["announce_forged"]
+
+	const count = 50
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := hm.RunErr(ctx, hostileBin, "-peer", netip.AddrPortFrom(bOnMB, 11010).String(), "-count", fmt.Sprint(count),
+		"forge-announce", "-victim", victim)
+	if err != nil || strings.TrimSpace(out) != fmt.Sprintf("sent %d", count) {
+		t.Fatalf("hostile member: %v: %q, want \"sent %d\"", err, out, count)
+	}
+	// The tool has sent everything; give beta a moment to act on it, then look at what a user sees.
+	time.Sleep(500 * time.Millisecond)
+	r, ok := routeTo(b, "10.144.144.1/32")
+	if !ok || r.NodeID != victim || r.NextHop != "10.144.144.1" {
+		t.Fatalf("beta's route to alpha after the attack: %+v (found %v), want node %s directly", r, ok, victim)
+	}
+	if p, ok := b.peer(a.ip); !ok || !p.Direct || p.NodeID != victim {
+		t.Fatalf("beta's peer alpha after the attack: %+v (found %v), want direct, node %s", p, ok, victim)
+	}
+	if _, ok := routeTo(b, "10.144.144.99/32"); ok {
+		t.Fatal("beta installed the forged announcement's address 10.144.144.99")
+	}
+	mustPing(t, hb, a.ip, 3*time.Second)
+	var got uint64
+	waitFor(t, 3*time.Second, func() bool {
+		got = b.status().Drops["announce_forged"] - before
+		return got >= count
+	}, func() string {
+		return fmt.Sprintf("beta counted %d forged announcements, want %d; drops %v; peers %+v", got, count, b.status().Drops, b.peers())
+	})
+
+	if warned := b.proc.Log(); !strings.Contains(warned, "dropped a forged announcement") {
+		t.Error("beta did not log the forged announcement")
+	}
+}
