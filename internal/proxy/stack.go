@@ -487,10 +487,11 @@ func (r *Request) Reject() {
 	}
 }
 
-// reset sends the RST and forgets the flow.
+// reset forgets the flow and sends the RST, in that order: once the client sees the refusal the flow
+// is gone from the table.
 func (r *Request) reset() {
-	r.fr.Complete(true)
 	r.s.flows.remove(r.key, r.entry)
+	r.fr.Complete(true)
 }
 
 // convertErr turns a gVisor tcpip.Error into a Go error, as the matching
