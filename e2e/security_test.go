@@ -64,3 +64,47 @@ func TestForgedAnnouncement(t *testing.T) {
 		t.Error("beta did not log the forged announcement")
 	}
 }
+
+// TestAcceptSubnets: a member announces the cloud metadata address, a public network and a private LAN.
+// With the default --accept-subnets only the private LAN reaches alpha's kernel, and alpha warns about
+// the other two, naming them and their node; with `all` plus the exact metadata /32, alpha takes both.
+func TestAcceptSubnets(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		extra   []string
+		install map[string]bool
+	}{
+		{"default", nil, map[string]bool{"192.168.77.0/24": true, "169.254.169.254": false, "198.51.100.0/24": false}},
+		{"all and exact", []string{"--accept-subnets", "all", "--accept-subnets", "169.254.169.254/32"},
+			map[string]bool{"192.168.77.0/24": true, "169.254.169.254": true, "198.51.100.0/24": true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, ha, hb := pair(t)
+			b := startNode(t, hb, "mallory", nodeOpts{ip: "10.144.144.2/24", extra: []string{"--subnet-snat=false",
+				"--subnet", "169.254.169.254/32", "--subnet", "198.51.100.0/24", "--subnet", "192.168.77.0/24"}})
+			a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{"udp://192.0.2.2:11010"}, extra: c.extra})
+			a.waitPeer(b.ip, 10*time.Second)
+			var routes string
+			waitFor(t, 5*time.Second, func() bool {
+				if _, ok := routeTo(a, "192.168.77.0/24"); !ok {
+					return false
+				}
+				routes = ha.Run(t, "ip", "route", "show", "dev", "weft0")
+				return strings.Contains(routes, "192.168.77.0/24")
+			}, func() string { return "alpha did not install mallory's LAN 192.168.77.0/24:\n" + routes })
+			for prefix, want := range c.install {
+				if got := strings.Contains(routes, prefix); got != want {
+					t.Errorf("alpha's kernel routes via weft0 (want %s installed: %v):\n%s", prefix, want, routes)
+				}
+				warned := false
+				for _, w := range a.status().Warnings {
+					warned = warned || (strings.Contains(w, prefix) && strings.Contains(w, "outside --accept-subnets") &&
+						strings.Contains(w, "mallory"))
+				}
+				if warned == want {
+					t.Errorf("alpha's warning about %s: present %v, want %v (warnings %q)", prefix, warned, !want, a.status().Warnings)
+				}
+			}
+		})
+	}
+}

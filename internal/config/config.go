@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -46,6 +47,7 @@ type Config struct {
 	Subnet            []netip.Prefix // --subnet: LANs this node exposes to the mesh
 	SubnetSNAT        bool           // --subnet-snat: masquerade mesh traffic into the exposed LANs
 	KernelForwardOnly bool           // --kernel-forward-only: announce Subnet with proxy: deny
+	AcceptSubnets     []AcceptSubnet // --accept-subnets: which prefixes of other nodes go into the kernel
 
 	TCPProxy     string    // --tcp-proxy: "off" or "kcp" (carry this node's outgoing TCP flows over KCP)
 	NoProxyInput bool      // --no-proxy-input: announce every prefix of this node with proxy: deny
@@ -79,7 +81,9 @@ func Default() Config {
 		StateDir:   defaultStateDir(DefaultDev),
 		LogLevel:   DefaultLogLevel,
 		SubnetSNAT: true,
-		TCPProxy:   "off",
+		AcceptSubnets: []AcceptSubnet{{Prefix: netip.MustParsePrefix("10.0.0.0/8")}, {Prefix: netip.MustParsePrefix("172.16.0.0/12")},
+			{Prefix: netip.MustParsePrefix("192.168.0.0/16")}, {Prefix: netip.MustParsePrefix("100.64.0.0/10")}},
+		TCPProxy: "off",
 		KCP: KCPConfig{IntervalMS: int(proxy.DefaultInterval / time.Millisecond), Window: proxy.DefaultWindow,
 			Resend: proxy.DefaultResend},
 	}
@@ -125,4 +129,73 @@ func (c Config) LogValue() slog.Value {
 		attrs = append(attrs, slog.String(s.key, text))
 	}
 	return slog.GroupValue(attrs...)
+}
+
+// AcceptSubnet is one --accept-subnets entry: an IPv4 network inside which other nodes' subnets (and
+// virtual IPs outside this node's mesh prefix) are installed in the kernel, or All for every prefix.
+type AcceptSubnet struct {
+	All    bool
+	Prefix netip.Prefix
+}
+
+// String is "all" or the network.
+func (a AcceptSubnet) String() string {
+	if a.All {
+		return "all"
+	}
+	return a.Prefix.String()
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (a AcceptSubnet) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler: "all" or an IPv4 network.
+func (a *AcceptSubnet) UnmarshalText(text []byte) error {
+	v, err := parseAcceptSubnet(string(text))
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
+
+func parseAcceptSubnet(s string) (AcceptSubnet, error) {
+	if s == "all" {
+		return AcceptSubnet{All: true}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return AcceptSubnet{}, fmt.Errorf("want all or an IPv4 network, e.g. 192.168.0.0/16")
+	}
+	return AcceptSubnet{Prefix: p}, nil
+}
+
+// specialRanges are never accepted from another node unless listed exactly: a route there would
+// capture this node's own loopback, link-local (cloud metadata at 169.254.169.254), multicast or all
+// traffic.
+var specialRanges = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("0.0.0.0/8"),
+}
+
+// Accepts reports whether another node's prefix p may be installed in this node's kernel: it is
+// listed exactly, or it lies inside a listed network (or all is listed) and touches none of the
+// special ranges and is not a default route.
+func (c Config) Accepts(p netip.Prefix) bool {
+	special := p.Bits() == 0
+	for _, r := range specialRanges {
+		special = special || p.Overlaps(r)
+	}
+	for _, a := range c.AcceptSubnets {
+		switch {
+		case !a.All && a.Prefix == p:
+			return true
+		case special:
+		case a.All:
+			return true
+		case a.Prefix.Bits() <= p.Bits() && a.Prefix.Contains(p.Addr()):
+			return true
+		}
+	}
+	return false
 }

@@ -75,6 +75,8 @@ func settings() []setting {
 			func(l *layer) *[]netip.Prefix { return &l.Subnet }),
 		scalar(boolCodec(), "subnet-snat", "masquerade mesh traffic leaving into the exposed LANs",
 			func(l *layer) *bool { return &l.SubnetSNAT }),
+		list(acceptCodec(), "accept-subnets", "install other nodes' subnets (and virtual IPs outside the mesh prefix) that fall inside this network, or all; loopback, link-local, multicast and default routes only when listed exactly",
+			func(l *layer) *[]AcceptSubnet { return &l.AcceptSubnets }),
 		scalar(boolCodec(), "kernel-forward-only", "announce this node's subnets with proxy: deny, so only the kernel forwards them",
 			func(l *layer) *bool { return &l.KernelForwardOnly }),
 		scalar(stringCodec(), "tcp-proxy", "`MODE` for this node's outgoing TCP flows to other nodes: off (plain tunnel) or kcp (carried over KCP where the destination allows it and the path is UDP)",

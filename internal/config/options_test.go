@@ -32,6 +32,7 @@ var sampleTOML = map[string]struct{ toml, text string }{
 	"subnet":              {`["192.168.0.0/16"]`, "192.168.0.0/16"},
 	"subnet_snat":         {`false`, "false"},
 	"kernel_forward_only": {`true`, "true"},
+	"accept_subnets":      {`["all"]`, "all"},
 	"tcp_proxy":           {`"kcp"`, "kcp"},
 	"no_proxy_input":      {`true`, "true"},
 	"kcp.interval_ms":     {`20`, "20"},

@@ -73,6 +73,7 @@ metrics_listen = "127.0.0.1:9100"
 subnet = ["192.168.50.0/24", "172.16.0.0/12"]
 subnet_snat = false
 kernel_forward_only = true
+accept_subnets = ["all", "169.254.169.254/32"]
 tcp_proxy = "kcp"
 no_proxy_input = true
 
@@ -93,7 +94,8 @@ resend = 0
 		Control: "/tmp/weft.sock", StateDir: "/tmp/weft-state", LogLevel: "debug", MetricsListen: "127.0.0.1:9100",
 		Subnet:     []netip.Prefix{netip.MustParsePrefix("192.168.50.0/24"), netip.MustParsePrefix("172.16.0.0/12")},
 		SubnetSNAT: false, KernelForwardOnly: true,
-		TCPProxy: "kcp", NoProxyInput: true, KCP: KCPConfig{IntervalMS: 20, Window: 2048, Resend: 0},
+		AcceptSubnets: []AcceptSubnet{{All: true}, {Prefix: netip.MustParsePrefix("169.254.169.254/32")}},
+		TCPProxy:      "kcp", NoProxyInput: true, KCP: KCPConfig{IntervalMS: 20, Window: 2048, Resend: 0},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Resolve() =\n%+v\nwant\n%+v", got, want)

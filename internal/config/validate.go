@@ -192,5 +192,17 @@ func (c Config) checkSubnets() []error {
 		}
 		seen[p] = true
 	}
+	acc := make(map[AcceptSubnet]bool)
+	for _, a := range c.AcceptSubnets {
+		switch {
+		case !a.All && (!a.Prefix.IsValid() || !a.Prefix.Addr().Is4()):
+			errs = append(errs, fmt.Errorf("--accept-subnets %s: must be all or an IPv4 network, e.g. 192.168.0.0/16", a))
+		case !a.All && a.Prefix != a.Prefix.Masked():
+			errs = append(errs, fmt.Errorf("--accept-subnets %s: not a network address: use %s", a, a.Prefix.Masked()))
+		case acc[a]:
+			errs = append(errs, fmt.Errorf("--accept-subnets %s is given twice: remove one", a))
+		}
+		acc[a] = true
+	}
 	return errs
 }

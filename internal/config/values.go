@@ -75,6 +75,10 @@ func prefixCodec(typ, example string) codec[netip.Prefix] {
 	}
 }
 
+func acceptCodec() codec[AcceptSubnet] {
+	return codec[AcceptSubnet]{typ: "CIDR|all", parse: parseAcceptSubnet, format: AcceptSubnet.String}
+}
+
 func uriCodec() codec[URI] {
 	return codec[URI]{typ: "URI", parse: ParseURI, format: URI.String}
 }

@@ -185,16 +185,51 @@ func (n *Node) updateConflictWarnings(tab *mesh.Table) {
 
 // kernelPrefixes are the routes the TUN needs besides its connected network: exposed subnets of other
 // nodes and virtual IPs outside this node's own virtual network prefix.
+//
+// A prefix outside --accept-subnets is not installed, and gets a warning that names it and its node:
+// a member must not capture another node's traffic to 169.254.169.254 or a public network.
 func (n *Node) kernelPrefixes(tab *mesh.Table) map[netip.Prefix]bool {
 	want := map[netip.Prefix]bool{}
 	own := n.cfg.IPv4.Masked()
+	refused := map[string]string{}
 	for _, r := range tab.Routes() {
 		if !r.Subnet && own.Contains(r.Prefix.Addr()) {
 			continue
 		}
+		if !n.cfg.Accepts(r.Prefix) {
+			owner := r.Node.String()
+			if info, ok := tab.Node(r.Node); ok {
+				owner += " (" + info.Hostname + ")"
+			}
+			refused["refused-"+r.Prefix.String()] = "route " + r.Prefix.String() + " from node " + owner +
+				" not installed: outside --accept-subnets (" + n.acceptList() + "); list it to accept it"
+			continue
+		}
 		want[r.Prefix] = true
 	}
+	n.warnMu.Lock()
+	for k := range n.warnings {
+		if strings.HasPrefix(k, "refused-") && refused[k] == "" {
+			delete(n.warnings, k)
+		}
+	}
+	n.warnMu.Unlock()
+	for k, text := range refused {
+		n.setWarning(k, text)
+	}
 	return want
+}
+
+// acceptList is --accept-subnets as text.
+func (n *Node) acceptList() string {
+	parts := make([]string, len(n.cfg.AcceptSubnets))
+	for i, a := range n.cfg.AcceptSubnets {
+		parts[i] = a.String()
+	}
+	if len(parts) == 0 {
+		return "empty"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (n *Node) syncKernelRoutes(tab *mesh.Table) {
