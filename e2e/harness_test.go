@@ -74,6 +74,7 @@ type nodeOpts struct {
 	peers  []string
 	extra  []string
 	secret string
+	key    string // node.key contents to start with (hex private key); "" lets the node make one
 }
 
 // startNode runs `weft up` in host h and waits until its control socket answers.
@@ -82,6 +83,14 @@ func startNode(t *testing.T, h *netlab.Host, name string, o nodeOpts) *weftNode 
 	dir := t.TempDir()
 	n := &weftNode{t: t, host: h, name: name, sock: filepath.Join(dir, "weft.sock"), state: filepath.Join(dir, "state")}
 	n.ip = netip.MustParsePrefix(o.ip).Addr()
+	if o.key != "" {
+		if err := os.MkdirAll(n.state, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(n.state, "node.key"), []byte(o.key+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	secret := o.secret
 	if secret == "" {
 		secret = testSecret

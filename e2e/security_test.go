@@ -6,13 +6,16 @@ package e2e
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/weft-vpn/weft/internal/netlab"
+	"github.com/weft-vpn/weft/internal/session"
 )
 
 // TestForgedAnnouncement: mallory floods beta with announcements for alpha: fake links under its own
@@ -106,5 +109,55 @@ func TestAcceptSubnets(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestVirtualIPFirstClaim: mallory announces beta's virtual IP under a node ID lower than beta's (the
+// old rule, lowest node ID wins, would have handed it the address). Alpha keeps the address with beta,
+// which claimed it first, and warns; once beta is gone alpha gives the address to nobody, since beta's
+// claim is held (state dir) rather than passed to whoever announces it next.
+func TestVirtualIPFirstClaim(t *testing.T) {
+	lab := netlab.New(t)
+	ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
+	_, bOnAB := link(lab, ha, hb, 1)
+	_, mOnAM := link(lab, ha, hm, 2)
+	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB), udpPeer(mOnAM)}})
+	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
+	a.waitPeer(b.ip, 10*time.Second)
+	beta := b.status().NodeID
+	var key string
+	for {
+		id, err := session.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.NodeID().String() < beta {
+			key = hex.EncodeToString(id.Private[:])
+			break
+		}
+	}
+	m := startNode(t, hm, "mallory", nodeOpts{ip: "10.144.144.2/24", key: key})
+	if mallory := m.status().NodeID; mallory >= beta {
+		t.Fatalf("mallory's node ID %s is not below beta's %s", mallory, beta)
+	}
+	var warns []string
+	waitFor(t, 10*time.Second, func() bool {
+		warns = a.status().Warnings
+		return slices.ContainsFunc(warns, func(w string) bool {
+			return strings.Contains(w, "duplicate virtual IP 10.144.144.2") && strings.Contains(w, "claimed the address first")
+		})
+	}, func() string { return fmt.Sprintf("alpha does not warn about the duplicate: %q", warns) })
+	if r, ok := routeTo(a, "10.144.144.2/32"); !ok || r.NodeID != beta {
+		t.Fatalf("alpha routes 10.144.144.2 to %+v (found %v), want beta %s (the first claimant)", r, ok, beta)
+	}
+	mustPing(t, ha, b.ip, 3*time.Second)
+
+	b.stop()
+	waitFor(t, 15*time.Second, func() bool {
+		warns = a.status().Warnings
+		return slices.ContainsFunc(warns, func(w string) bool { return strings.Contains(w, "is held by node "+beta) })
+	}, func() string { return fmt.Sprintf("alpha does not say beta's claim is held: %q", warns) })
+	if r, ok := routeTo(a, "10.144.144.2/32"); ok {
+		t.Fatalf("with beta gone alpha routes 10.144.144.2 to %+v; want no route (beta's claim is held)", r)
 	}
 }

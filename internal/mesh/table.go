@@ -47,15 +47,21 @@ type Table struct {
 	hosts     map[netip.Addr]Route // node virtual IPs, winner of each
 	subnets   []Route              // most specific first
 	conflicts []Conflict
+	claims    *Claims // first claims of virtual IPs; nil: lowest node ID wins
 }
 
-// Compute builds the routing table of node self from the announcements anns (self's own included).
-func Compute(self session.NodeID, anns []Announce) *Table {
+// Compute builds the routing table of node self from the announcements anns (self's own included);
+// of two nodes with one virtual IP, the lower node ID wins.
+func Compute(self session.NodeID, anns []Announce) *Table { return ComputeWithClaims(self, anns, nil) }
+
+// ComputeWithClaims is Compute where claims (if not nil) settle a virtual IP announced by several
+// nodes: its holder wins, and while the holder is absent nobody else gets the address.
+func ComputeWithClaims(self session.NodeID, anns []Announce, claims *Claims) *Table {
 	byID := make(map[session.NodeID]*Announce, len(anns))
 	for i := range anns {
 		byID[anns[i].Origin] = &anns[i]
 	}
-	t := &Table{self: self, nodes: make(map[session.NodeID]NodeInfo), hosts: make(map[netip.Addr]Route)}
+	t := &Table{self: self, nodes: make(map[session.NodeID]NodeInfo), hosts: make(map[netip.Addr]Route), claims: claims}
 	if byID[self] == nil {
 		return t
 	}
@@ -158,14 +164,27 @@ func (t *Table) installPrefixes(byID map[session.NodeID]*Announce) {
 	})
 	for _, p := range prefixes {
 		rs := claims[p]
+		holder, held := session.NodeID(0), false
+		if !rs[0].Subnet && t.claims != nil {
+			var refused bool
+			if holder, held, refused = t.byClaim(p, rs); refused {
+				continue
+			}
+		}
 		// Winner: this node if it is a claimant (its own traffic stays local), else for a virtual IP the
-		// lowest node ID (the same on every node, so traffic is never split), for a subnet the lowest cost
-		// then the lowest node ID.
+		// node this node saw claim it first (with claims), else the lowest node ID (the same on every
+		// node, so traffic is never split); for a subnet the lowest cost then the lowest node ID.
 		slices.SortFunc(rs, func(a, b Route) int {
 			if a.Node == t.self {
 				return -1
 			}
 			if b.Node == t.self {
+				return 1
+			}
+			if held && a.Node == holder {
+				return -1
+			}
+			if held && b.Node == holder {
 				return 1
 			}
 			if a.Subnet {
@@ -210,6 +229,29 @@ func (t *Table) installPrefixes(byID map[session.NodeID]*Announce) {
 	}
 }
 
+// byClaim looks up the holder of virtual IP p's claim. With the holder absent (not among the
+// claimants rs, and this node not one of them) it refuses the address to the others (a conflict says
+// so) and reports refused.
+func (t *Table) byClaim(p netip.Prefix, rs []Route) (holder session.NodeID, held, refused bool) {
+	holder, held = t.claims.Owner(p.Addr())
+	if !held || slices.ContainsFunc(rs, func(r Route) bool { return r.Node == holder || r.Node == t.self }) {
+		return holder, held, false
+	}
+	c := Conflict{Prefix: p, Nodes: []session.NodeID{holder}}
+	names := ""
+	for j, r := range rs {
+		c.Nodes = append(c.Nodes, r.Node)
+		if j > 0 {
+			names += ", "
+		}
+		names += t.name(r.Node)
+	}
+	c.Text = fmt.Sprintf("virtual IP %v is held by node %v, which claimed it first and is absent now; the claim of %s is refused",
+		p.Addr(), holder, names)
+	t.conflicts = append(t.conflicts, c)
+	return holder, held, true
+}
+
 func (t *Table) conflict(p netip.Prefix, rs []Route) Conflict {
 	c := Conflict{Prefix: p}
 	for _, r := range rs {
@@ -227,7 +269,11 @@ func (t *Table) conflict(p netip.Prefix, rs []Route) Conflict {
 		}
 		names += t.name(id)
 	}
-	c.Text = fmt.Sprintf("duplicate %s %v claimed by nodes %s: traffic goes to %s only; give each node its own", kind, p.Addr(), names, t.name(c.Nodes[0]))
+	why := ""
+	if !rs[0].Subnet && t.claims != nil && c.Nodes[0] != t.self {
+		why = " (it claimed the address first)"
+	}
+	c.Text = fmt.Sprintf("duplicate %s %v claimed by nodes %s: traffic goes to %s only%s; give each node its own", kind, p.Addr(), names, t.name(c.Nodes[0]), why)
 	if rs[0].Subnet {
 		c.Text = fmt.Sprintf("subnet %v announced by nodes %s: traffic from here goes to %s only", p, names, t.name(c.Nodes[0]))
 	}

@@ -156,7 +156,13 @@ func (n *Node) receiveAnnounce(from *peer, b []byte) {
 func (n *Node) recompute() {
 	n.recomputeMu.Lock()
 	defer n.recomputeMu.Unlock()
-	tab := mesh.Compute(n.self, n.db.All())
+	anns := n.db.All()
+	if n.claims.Observe(anns, time.Now()) {
+		if err := n.claims.Save(); err != nil {
+			n.log.Warn("save address claims", "err", err)
+		}
+	}
+	tab := mesh.ComputeWithClaims(n.self, anns, n.claims)
 	old := n.table.Swap(tab)
 	if n.proxy != nil && old != nil {
 		// Proxied flows with a node that is no longer reachable are reset on this end.

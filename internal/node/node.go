@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,8 @@ const (
 	RekeyAfter  = 120 * time.Second
 	RejectAfter = 180 * time.Second
 	timerTick   = 200 * time.Millisecond
+	// claimsFile, in the state directory, records which node claimed each virtual IP first.
+	claimsFile = "claims.json"
 )
 
 // Timers tune the peer protocol; a zero field takes the default constant of the same name. Tests shorten
@@ -103,6 +106,8 @@ type Node struct {
 	id   session.Identity
 	self session.NodeID
 	scfg session.Config
+	// claims records which node this node saw claim each virtual IP first (state dir, claims.json).
+	claims *mesh.Claims
 	// signer signs this node's announcements; its key is bound to the Noise key in every handshake.
 	signer *session.Signer
 	hello  []byte
@@ -207,6 +212,9 @@ func (n *Node) Run(ctx context.Context) error {
 	debug.FreeOSMemory()
 	n.hello = hello{IPv4: cfg.IPv4, Hostname: cfg.Hostname}.marshal()
 	n.db = mesh.NewDB(n.self)
+	if n.claims, err = mesh.LoadClaims(filepath.Join(cfg.StateDir, claimsFile)); err != nil {
+		return err
+	}
 	n.started = time.Now()
 	n.annSeq = uint64(n.started.UnixNano())
 	n.log = n.log.With("node", n.self.String())

@@ -1,0 +1,134 @@
+package mesh
+
+// Claims: who owns a virtual IP, as this node first saw it. When two nodes announce the same virtual
+// IP, the one this node saw claim it first keeps it; a later claimant gets no route (and every node
+// warns). The record lives in the state directory, so a restart does not hand an address to whoever
+// announces it first afterwards, and it outlives its owner's absence by ClaimHold. Unlike the lowest
+// node ID (which anyone can grind in milliseconds), a first claim cannot be won after the fact.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/weft-vpn/weft/internal/session"
+)
+
+// ClaimHold is how long a claim outlives the last time its owner announced the address; after it,
+// another node may take the address.
+const ClaimHold = 7 * 24 * time.Hour
+
+// claimRefresh is how far the last-seen time must move before the file is rewritten.
+const claimRefresh = time.Hour
+
+// Claim is the first claim of one virtual IP seen by this node.
+type Claim struct {
+	Node  session.NodeID `json:"node"`
+	First time.Time      `json:"first_seen"`
+	Last  time.Time      `json:"last_seen"`
+}
+
+// Claims is the set of first claims, backed by a JSON file. It is safe for concurrent use.
+type Claims struct {
+	path string
+
+	mu sync.Mutex
+	m  map[netip.Addr]Claim
+}
+
+// LoadClaims reads the claims file at path; a missing file is an empty set. An empty path keeps the
+// claims in memory only.
+func LoadClaims(path string) (*Claims, error) {
+	c := &Claims{path: path, m: map[netip.Addr]Claim{}}
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read address claims: %w", err)
+	}
+	if err := json.Unmarshal(b, &c.m); err != nil {
+		return nil, fmt.Errorf("address claims file %s is corrupt (%v): delete it to start over (each node will then keep the owner it sees first)", path, err)
+	}
+	return c, nil
+}
+
+// Observe records the virtual IPs of anns at time now: a first claim for an address nobody holds (or
+// whose holder has been absent past ClaimHold), a fresher last-seen time for a holder that announces it
+// again. Among new claimants of one address in the same call, the lowest node ID is recorded. It
+// reports whether the file needs writing.
+func (c *Claims) Observe(anns []Announce, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := false
+	fresh := map[netip.Addr]session.NodeID{}
+	for _, a := range anns {
+		ip := a.IPv4.Addr()
+		cl, held := c.m[ip]
+		switch {
+		case held && cl.Node == a.Origin:
+			if now.Sub(cl.Last) >= claimRefresh {
+				cl.Last = now
+				c.m[ip] = cl
+				changed = true
+			}
+		case held && now.Sub(cl.Last) < ClaimHold:
+			// Held by another node: this claimant loses.
+		default:
+			if id, ok := fresh[ip]; !ok || a.Origin < id {
+				fresh[ip] = a.Origin
+			}
+		}
+	}
+	for ip, id := range fresh {
+		c.m[ip] = Claim{Node: id, First: now, Last: now}
+		changed = true
+	}
+	return changed
+}
+
+// Owner returns the node holding ip's claim, if any (held past ClaimHold or not).
+func (c *Claims) Owner(ip netip.Addr) (session.NodeID, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.m[ip]
+	return cl.Node, ok
+}
+
+// Save writes the claims file atomically (a no-op without a path).
+func (c *Claims) Save() error {
+	if c.path == "" {
+		return nil
+	}
+	c.mu.Lock()
+	b, err := json.MarshalIndent(c.m, "", "  ")
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(c.path), ".claims-*")
+	if err != nil {
+		return fmt.Errorf("write address claims: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write address claims: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write address claims: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), c.path); err != nil {
+		return fmt.Errorf("write address claims: %w", err)
+	}
+	return nil
+}

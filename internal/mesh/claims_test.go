@@ -1,0 +1,88 @@
+package mesh
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClaimsFirstWins: node 9 claims 10.0.0.2 first; node 3 (a lower node ID, which the old rule
+// would have preferred) claims it later and gets no route, also after a restart (the file), and also
+// while 9 is absent; once 9 has been absent past ClaimHold, 3 takes it.
+func TestClaimsFirstWins(t *testing.T) {
+	const self, first, later = 1, 9, 3
+	path := filepath.Join(t.TempDir(), "claims.json")
+	c, err := LoadClaims(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	me := ann(self, "10.0.0.1/24", nb(first, 100), nb(later, 100))
+	a9 := ann(first, "10.0.0.2/24", nb(self, 100))
+	a3 := ann(later, "10.0.0.2/24", nb(self, 100))
+	if !c.Observe([]Announce{me, a9}, now) {
+		t.Fatal("a new claim did not change the claims")
+	}
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(c *Claims, anns []Announce) (Route, *Table) {
+		t.Helper()
+		tab := ComputeWithClaims(self, anns, c)
+		r, _ := tab.Lookup(netip.MustParseAddr("10.0.0.2"))
+		return r, tab
+	}
+	now = now.Add(time.Minute)
+	c.Observe([]Announce{me, a9, a3}, now)
+	if r, tab := owner(c, []Announce{me, a9, a3}); r.Node != first {
+		t.Fatalf("10.0.0.2 goes to node %v, want %v (first claimant); conflicts %v", r.Node, first, tab.Conflicts())
+	} else if cs := tab.Conflicts(); len(cs) != 1 || !strings.Contains(cs[0].Text, "claimed the address first") {
+		t.Fatalf("conflicts %+v, want one saying the winner claimed first", cs)
+	}
+	if r, _ := owner(nil, []Announce{me, a9, a3}); r.Node != later {
+		t.Fatalf("without claims the lowest node ID should win (the old rule); got %v", r.Node)
+	}
+
+	// A restart: the file keeps the first claim, even when the later claimant is seen first now.
+	c2, err := LoadClaims(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Observe([]Announce{me, a3}, now)
+	if _, ok := ComputeWithClaims(self, []Announce{me, a3}, c2).Lookup(netip.MustParseAddr("10.0.0.2")); ok {
+		t.Fatal("with the holder absent, the later claimant got the address")
+	}
+	tab := ComputeWithClaims(self, []Announce{me, a3}, c2)
+	if cs := tab.Conflicts(); len(cs) != 1 || !strings.Contains(cs[0].Text, "is held by node") {
+		t.Fatalf("conflicts %+v, want one saying the address is held", cs)
+	}
+	if r, _ := owner(c2, []Announce{me, a9, a3}); r.Node != first {
+		t.Fatalf("after a restart 10.0.0.2 goes to node %v, want %v", r.Node, first)
+	}
+
+	// The holder absent past ClaimHold: the address moves.
+	c2.Observe([]Announce{me, a3}, now.Add(ClaimHold+time.Hour))
+	if r, _ := owner(c2, []Announce{me, a3}); r.Node != later {
+		t.Fatalf("after ClaimHold of absence 10.0.0.2 goes to node %v, want %v", r.Node, later)
+	}
+}
+
+func TestClaimsCorruptFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "claims.json")
+	c, _ := LoadClaims(path)
+	c.Observe([]Announce{ann(2, "10.0.0.2/24")}, time.Now())
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileForTest(path, "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadClaims(path); err == nil || !strings.Contains(err.Error(), "corrupt") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("corrupt claims file: err = %v, want one naming the file as corrupt", err)
+	}
+}
+
+func writeFileForTest(path, text string) error { return os.WriteFile(path, []byte(text), 0o600) }
