@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/weft-vpn/weft/internal/config"
@@ -21,6 +22,7 @@ import (
 )
 
 type pendingHandshake struct {
+	mu      sync.Mutex // serialises Finish (readers of several sockets)
 	init    *session.Initiator
 	resp    *session.Responder
 	started time.Time
@@ -139,32 +141,44 @@ func (n *Node) handleInit(pkt []byte, from underlay.Link) {
 	}
 }
 
-func (n *Node) takePending(pkt []byte) *pendingHandshake {
+// pendingFor returns the pending handshake a type-2 or type-3 packet names, without removing it: a
+// packet that fails authentication must not cost the genuine one its handshake (the session layer
+// leaves a handshake unchanged on a failed message).
+func (n *Node) pendingFor(pkt []byte) (uint32, *pendingHandshake) {
 	idx, ok := session.ReceiverIndex(pkt)
 	if !ok {
-		return nil
+		return 0, nil
 	}
 	n.hsMu.Lock()
 	defer n.hsMu.Unlock()
-	ph := n.pending[idx]
-	if ph != nil {
+	return idx, n.pending[idx]
+}
+
+// donePending removes a handshake that completed.
+func (n *Node) donePending(idx uint32, ph *pendingHandshake) {
+	n.hsMu.Lock()
+	if n.pending[idx] == ph {
 		delete(n.pending, idx)
 	}
-	return ph
+	n.hsMu.Unlock()
 }
 
 func (n *Node) handleResp(pkt []byte, from underlay.Link) {
-	ph := n.takePending(pkt)
+	idx, ph := n.pendingFor(pkt)
 	if ph == nil || ph.init == nil {
 		n.drops.inc("unknown_session")
 		return
 	}
+	ph.mu.Lock()
 	kp, msg3, peerHello, err := ph.init.Finish(pkt, n.hello)
+	ph.mu.Unlock()
 	if err != nil {
+		// Forged, corrupted or a duplicate: the handshake stays pending for the genuine answer (or
+		// until it times out).
 		n.drops.inc("decrypt")
-		ph.finish(0)
 		return
 	}
+	n.donePending(idx, ph)
 	if err := from.Send(msg3); err != nil {
 		n.log.Debug("send handshake final", "to", from.RemoteAddr(), "err", err)
 	}
@@ -176,16 +190,19 @@ func (n *Node) handleResp(pkt []byte, from underlay.Link) {
 }
 
 func (n *Node) handleFinal(pkt []byte, from underlay.Link) {
-	ph := n.takePending(pkt)
+	idx, ph := n.pendingFor(pkt)
 	if ph == nil || ph.resp == nil {
 		n.drops.inc("unknown_session")
 		return
 	}
+	ph.mu.Lock()
 	kp, peerHello, err := ph.resp.Finish(pkt)
+	ph.mu.Unlock()
 	if err != nil {
 		n.drops.inc("decrypt")
 		return
 	}
+	n.donePending(idx, ph)
 	n.establish(kp, from, peerHello)
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/weft-vpn/weft/internal/config"
 	"github.com/weft-vpn/weft/internal/control"
+	"github.com/weft-vpn/weft/internal/session"
 	"github.com/weft-vpn/weft/internal/tun"
 )
 
@@ -309,3 +310,68 @@ func TestCostHysteresis(t *testing.T) {
 }
 
 var _ control.Backend = backend{}
+
+// TestForgedResponseKeepsHandshake: a forged type-2 packet naming a pending handshake's index (what
+// anyone who sees message 1 on the wire can send) must not abort it; the genuine response that follows
+// completes the same handshake (the node answers it with message 3 at once, without starting over).
+func TestForgedResponseKeepsHandshake(t *testing.T) {
+	sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	port := uint16(sock.LocalAddr().(*net.UDPAddr).Port)
+	a := startTestNode(t, "10.1.0.1", Timers{}, port)
+
+	id, err := session.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := session.Config{Identity: id, PSK: session.DerivePSK("unit", "secret")}
+	buf := make([]byte, 65536)
+	sock.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var msg1 []byte
+	var from *net.UDPAddr
+	for msg1 == nil {
+		k, addr, err := sock.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no handshake from the node: %v", err)
+		}
+		if typ, _ := session.PacketType(buf[:k]); typ == session.TypeHandshakeInit {
+			msg1, from = append([]byte(nil), buf[:k]...), addr
+		}
+	}
+	resp, msg2, _, err := session.Respond(cfg, msg1, 0x5151, hello{IPv4: netip.MustParsePrefix("10.1.0.2/24"), Hostname: "peer"}.marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := append([]byte(nil), msg2...)
+	for i := 12; i < len(forged); i++ {
+		forged[i] ^= 0x5a // same header (type, indices), garbage after it
+	}
+	if _, err := sock.WriteToUDP(forged, from); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, err := sock.WriteToUDP(msg2, from); err != nil {
+		t.Fatal(err)
+	}
+	sock.SetReadDeadline(time.Now().Add(time.Second)) // well inside the 2 s retry of the initiator
+	for {
+		k, _, err := sock.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no message 3 within 1 s of the genuine response (the forged one aborted the handshake?); drops %v",
+				backend{a.n}.Status().Drops)
+		}
+		if typ, _ := session.PacketType(buf[:k]); typ != session.TypeHandshakeFinal {
+			continue
+		}
+		if _, _, err := resp.Finish(buf[:k]); err != nil {
+			t.Fatalf("message 3 from the node does not complete the handshake: %v", err)
+		}
+		break
+	}
+	if d := (backend{a.n}).Status().Drops["decrypt"]; d == 0 {
+		t.Error("the forged response was not counted as a decrypt drop")
+	}
+}
