@@ -106,6 +106,9 @@ func startNode(t *testing.T, h *netlab.Host, name string, o nodeOpts) *weftNode 
 	for _, p := range o.peers {
 		n.args = append(n.args, "--peer", p)
 	}
+	if os.Getenv("WEFT_E2E_STALLDIR") != "" {
+		n.args = append(n.args, "--debug-pprof") // stallDump reads the goroutines
+	}
 	n.args = append(n.args, o.extra...)
 	n.start()
 	return n

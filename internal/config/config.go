@@ -48,6 +48,7 @@ type Config struct {
 	SubnetSNAT        bool           // --subnet-snat: masquerade mesh traffic into the exposed LANs
 	KernelForwardOnly bool           // --kernel-forward-only: announce Subnet with proxy: deny
 	AcceptSubnets     []AcceptSubnet // --accept-subnets: which prefixes of other nodes go into the kernel
+	DebugPprof        bool           // --debug-pprof: serve net/http/pprof on the control socket
 
 	TCPProxy     string    // --tcp-proxy: "off" or "kcp" (carry this node's outgoing TCP flows over KCP)
 	NoProxyInput bool      // --no-proxy-input: announce every prefix of this node with proxy: deny

@@ -71,6 +71,8 @@ func settings() []setting {
 			func(l *layer) *string { return &l.LogLevel }),
 		scalar(stringCodec(), "metrics-listen", "serve Prometheus metrics on this host:port `ADDR`, e.g. 127.0.0.1:9100",
 			func(l *layer) *string { return &l.MetricsListen }).withDefault("(off)"),
+		scalar(boolCodec(), "debug-pprof", "serve Go's pprof profiles on the control socket under /debug/pprof/ (off: profiles cost CPU and /debug/pprof/cmdline shows the command line)",
+			func(l *layer) *bool { return &l.DebugPprof }),
 		list(prefixCodec("CIDR", "192.168.50.0/24"), "subnet", "expose this IPv4 LAN to the mesh, e.g. 192.168.50.0/24",
 			func(l *layer) *[]netip.Prefix { return &l.Subnet }),
 		scalar(boolCodec(), "subnet-snat", "masquerade mesh traffic leaving into the exposed LANs",

@@ -29,6 +29,7 @@ var sampleTOML = map[string]struct{ toml, text string }{
 	"state_dir":           {`"/tmp/x"`, "/tmp/x"},
 	"log_level":           {`"warn"`, "warn"},
 	"metrics_listen":      {`":9100"`, ":9100"},
+	"debug_pprof":         {`true`, "true"},
 	"subnet":              {`["192.168.0.0/16"]`, "192.168.0.0/16"},
 	"subnet_snat":         {`false`, "false"},
 	"kernel_forward_only": {`true`, "true"},

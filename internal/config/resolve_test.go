@@ -70,6 +70,7 @@ control = "/tmp/weft.sock"
 state_dir = "/tmp/weft-state"
 log_level = "debug"
 metrics_listen = "127.0.0.1:9100"
+debug_pprof = true
 subnet = ["192.168.50.0/24", "172.16.0.0/12"]
 subnet_snat = false
 kernel_forward_only = true
@@ -91,7 +92,7 @@ resend = 0
 		IPv4: netip.MustParsePrefix("10.1.2.3/16"), Dev: "mesh1", MTU: 1280,
 		Listen:  uris(t, "tcp://[::]:443", "udp://192.0.2.1:5000"),
 		Peer:    uris(t, "udp://hub.example.net:11010", "tcp://[2001:db8::1]:443"),
-		Control: "/tmp/weft.sock", StateDir: "/tmp/weft-state", LogLevel: "debug", MetricsListen: "127.0.0.1:9100",
+		Control: "/tmp/weft.sock", StateDir: "/tmp/weft-state", LogLevel: "debug", MetricsListen: "127.0.0.1:9100", DebugPprof: true,
 		Subnet:     []netip.Prefix{netip.MustParsePrefix("192.168.50.0/24"), netip.MustParsePrefix("172.16.0.0/12")},
 		SubnetSNAT: false, KernelForwardOnly: true,
 		AcceptSubnets: []AcceptSubnet{{All: true}, {Prefix: netip.MustParsePrefix("169.254.169.254/32")}},

@@ -7,7 +7,7 @@
 //	GET /v1/routes   []Route as JSON
 //	GET /v1/proxy    []ProxyFlow as JSON
 //	GET /metrics     Prometheus metrics (404 when the node has no gatherer)
-//	GET /debug/pprof/...  net/http/pprof
+//	GET /debug/pprof/...  net/http/pprof, only with weft up --debug-pprof
 //
 // The JSON types in types.go are a public interface: their field names are fixed, every field is
 // documented in FieldDocs (checked against the structs by tests), and golden files in testdata/ pin the

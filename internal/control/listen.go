@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -30,7 +31,7 @@ func Listen(path string) (net.Listener, error) {
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("unix", path)
+	ln, err := listenPrivate(path)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return nil, errNodeRunning(path) // lost a race with another node starting at the same time
 	}
@@ -42,6 +43,19 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("set mode 0600 on control socket %s: %w", path, err)
 	}
 	return ln, nil
+}
+
+// umaskMu serialises the process-wide umask change of listenPrivate.
+var umaskMu sync.Mutex
+
+// listenPrivate binds the unix socket with mode 0600 from the start (umask 0177 around the bind), so
+// there is no moment at which others may connect; Listen chmods it again for good measure.
+func listenPrivate(path string) (net.Listener, error) {
+	umaskMu.Lock()
+	defer umaskMu.Unlock()
+	old := syscall.Umask(0o177)
+	defer syscall.Umask(old)
+	return net.Listen("unix", path)
 }
 
 // removeStale removes path when it is a socket nobody listens on. It fails when a server answers, or when

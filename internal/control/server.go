@@ -67,12 +67,17 @@ func NewServer(b Backend, gatherer prometheus.Gatherer, log *slog.Logger) *Serve
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}))
 	}
+	return s
+}
+
+// EnablePprof serves net/http/pprof under /debug/pprof/ (weft up --debug-pprof). It is off by default:
+// profiles cost CPU, and /debug/pprof/cmdline shows the command line, a --network-secret included.
+func (s *Server) EnablePprof() {
 	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
 	s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return s
 }
 
 // Handle registers h for pattern (http.ServeMux syntax, e.g. "GET /v1/debug/flows"). It is the extension point

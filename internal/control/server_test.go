@@ -125,6 +125,7 @@ func TestServerEndpoints(t *testing.T) {
 	drops.Add(3)
 	withMetrics, _ := startServer(t, fakeBackend{}, reg) // nil slices in the backend
 	noMetrics, srv := startServer(t, fakeBackend{}, nil)
+	srv.EnablePprof() // withMetrics has pprof off
 	srv.Handle("GET /v1/extension", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "extension")
 	}))
@@ -144,6 +145,8 @@ func TestServerEndpoints(t *testing.T) {
 		{"metrics", withMetrics, "GET", "/metrics", 200, "text/plain", "weft_test_drops_total 3"},
 		{"no gatherer", noMetrics, "GET", "/metrics", 404, "", ""},
 		{"pprof goroutines", noMetrics, "GET", "/debug/pprof/goroutine?debug=1", 200, "text/plain", "goroutine profile: total"},
+		{"pprof off by default", withMetrics, "GET", "/debug/pprof/goroutine?debug=1", 404, "", ""},
+		{"pprof cmdline off by default", withMetrics, "GET", "/debug/pprof/cmdline", 404, "", ""},
 		{"nil proxy flows are []", withMetrics, "GET", "/v1/proxy", 200, "application/json", "[]\n"},
 		{"status has proxy", withMetrics, "GET", "/v1/status", 200, "application/json", `"proxy":{"mode":`},
 		{"extension", noMetrics, "GET", "/v1/extension", 200, "", "extension"},

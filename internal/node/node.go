@@ -274,12 +274,19 @@ func (n *Node) Run(ctx context.Context) error {
 		n.goFn(func() { n.dialLoop(p) })
 	}
 	srv := control.NewServer(backend{n}, n.metrics, n.log)
+	if cfg.DebugPprof {
+		srv.EnablePprof()
+	}
 	n.goFn(func() {
 		if err := srv.Serve(ctx, ln); err != nil {
 			errc <- fmt.Errorf("control socket: %w", err)
 		}
 	})
 	if cfg.MetricsListen != "" {
+		if !loopbackOnly(cfg.MetricsListen) {
+			n.log.Warn("--metrics-listen " + cfg.MetricsListen + " serves metrics beyond this machine (node IDs, peers, traffic): " +
+				"bind it to 127.0.0.1 or firewall the port unless that is intended")
+		}
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			cancel()
@@ -366,4 +373,18 @@ func (n *Node) setWarning(key, text string) {
 // isClosed reports whether err means the node is shutting down.
 func isClosed(err error) bool {
 	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
+}
+
+// loopbackOnly reports whether a listen address host:port binds loopback only (an empty host or
+// 0.0.0.0 binds every interface; a name that resolves is not checked further and counts as not).
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

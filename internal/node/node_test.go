@@ -375,3 +375,14 @@ func TestForgedResponseKeepsHandshake(t *testing.T) {
 		t.Error("the forged response was not counted as a decrypt drop")
 	}
 }
+
+func TestLoopbackOnly(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9100": true, "[::1]:9100": true, "localhost:9100": true,
+		":9100": false, "0.0.0.0:9100": false, "192.0.2.1:9100": false, "[::]:9100": false, "nonsense": false,
+	} {
+		if got := loopbackOnly(addr); got != want {
+			t.Errorf("loopbackOnly(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
