@@ -23,7 +23,8 @@ func lanLine(t *testing.T, cExtra ...string) (a, c *weftNode, ha, hc, hl *netlab
 var lanHost = netip.MustParseAddr("192.168.50.10")
 
 // TestSubnetSNAT: A reaches a TCP service on a LAN host behind C (two hops away); with the default SNAT
-// the LAN host, which has no route back, sees C's LAN address. Stopping C removes its nftables table.
+// the LAN host, which has no route back, sees C's LAN address. Stopping C removes its nftables table and
+// turns IP forwarding off again.
 func TestSubnetSNAT(t *testing.T) {
 	a, c, ha, hc, hl := lanLine(t)
 	mustPing(t, ha, lanHost, 15*time.Second)
@@ -46,6 +47,10 @@ func TestSubnetSNAT(t *testing.T) {
 	c.stop()
 	if out := hc.Run(t, "nft", "list", "tables"); strings.Contains(out, "weft_") {
 		t.Errorf("nftables table left behind after stop:\n%s", out)
+	}
+	// The namespace started with forwarding off and weft turned it on: stopping weft turns it off.
+	if got := hc.Run(t, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(got) != "0" {
+		t.Errorf("ip_forward on the exposing node after stop = %q, want 0 (weft had turned it on)", got)
 	}
 }
 

@@ -38,3 +38,15 @@ func checkForwarding(path string) (bool, error) {
 	}
 	return true, nil
 }
+
+// RestoreForwarding turns net.ipv4.ip_forward off again in the calling thread's namespace: the node
+// calls it on exit when CheckForwarding had turned it on, so that stopping weft leaves the host as it
+// found it.
+func RestoreForwarding() error { return restoreForwarding(ipForwardPath) }
+
+func restoreForwarding(path string) error {
+	if err := os.WriteFile(path, []byte("0\n"), 0o644); err != nil {
+		return fmt.Errorf("lanfw: restore net.ipv4.ip_forward to 0: %w", err)
+	}
+	return nil
+}

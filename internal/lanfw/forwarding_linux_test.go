@@ -86,3 +86,22 @@ func TestCheckForwardingFile(t *testing.T) {
 		t.Skip("no read-only file reading 0 found to stand in for a locked ip_forward")
 	})
 }
+
+func TestRestoreForwardingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ip_forward")
+	if err := os.WriteFile(path, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := checkForwarding(path); err != nil || !changed {
+		t.Fatalf("checkForwarding = %v, %v", changed, err)
+	}
+	if err := restoreForwarding(path); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "0\n" {
+		t.Fatalf("after restore the file reads %q, want 0", b)
+	}
+	if err := restoreForwarding(filepath.Join(t.TempDir(), "missing", "x")); err == nil {
+		t.Fatal("restore to an unwritable path gave no error")
+	}
+}

@@ -21,6 +21,9 @@ func CheckForwarding() (changed bool, err error) {
 	return false, fmt.Errorf("lanfw: check ip_forward: %w", errNotLinux())
 }
 
+// RestoreForwarding fails off Linux: weft needs Linux.
+func RestoreForwarding() error { return fmt.Errorf("lanfw: restore ip_forward: %w", errNotLinux()) }
+
 // Install fails off Linux: weft needs Linux.
 func Install(opts Options) (*Table, error) {
 	return nil, fmt.Errorf("lanfw: install table %s: %w", TableName(opts.Dev), errNotLinux())

@@ -236,11 +236,20 @@ func (n *Node) Run(ctx context.Context) error {
 			return fmt.Errorf("configure %s: %w", cfg.Dev, err)
 		}
 		if len(cfg.Subnet) > 0 {
-			fw, err := n.exposeSubnets()
+			fw, forwardOn, err := n.exposeSubnets()
 			if err != nil {
 				return err
 			}
 			defer fw.Close()
+			if forwardOn {
+				defer func() {
+					if err := lanfw.RestoreForwarding(); err != nil {
+						n.log.Warn("could not turn net.ipv4.ip_forward off again", "err", err)
+					} else {
+						n.log.Info("turned net.ipv4.ip_forward off again (weft had turned it on)")
+					}
+				}()
+			}
 		}
 	}
 
@@ -325,18 +334,22 @@ func (n *Node) goFn(f func()) {
 // exposeSubnets prepares the kernel to forward mesh traffic into the --subnet LANs: IP forwarding on, and
 // weft's own nftables table (masquerade unless --subnet-snat=false, MSS clamping to the TUN MTU). It warns
 // about other tables' forward chains that would drop that traffic.
-func (n *Node) exposeSubnets() (*lanfw.Table, error) {
+// forwardOn reports whether it turned IP forwarding on (the node turns it off again on exit).
+func (n *Node) exposeSubnets() (fw *lanfw.Table, forwardOn bool, err error) {
 	cfg := n.cfg
 	changed, err := lanfw.CheckForwarding()
 	if err != nil {
-		return nil, fmt.Errorf("--subnet: %w", err)
+		return nil, false, fmt.Errorf("--subnet: %w", err)
 	}
 	if changed {
-		n.log.Info("enabled net.ipv4.ip_forward to forward into the exposed subnets")
+		n.log.Info("enabled net.ipv4.ip_forward to forward into the exposed subnets; it is turned off again on exit")
 	}
-	fw, err := lanfw.Install(lanfw.Options{Dev: cfg.Dev, Subnets: cfg.Subnet, SNAT: cfg.SubnetSNAT, MTU: cfg.MTU})
+	fw, err = lanfw.Install(lanfw.Options{Dev: cfg.Dev, Subnets: cfg.Subnet, SNAT: cfg.SubnetSNAT, MTU: cfg.MTU})
 	if err != nil {
-		return nil, fmt.Errorf("--subnet: %w", err)
+		if changed {
+			_ = lanfw.RestoreForwarding()
+		}
+		return nil, false, fmt.Errorf("--subnet: %w", err)
 	}
 	ws, err := lanfw.ForwardWarnings(cfg.Dev, cfg.Subnet)
 	if err != nil {
@@ -346,7 +359,7 @@ func (n *Node) exposeSubnets() (*lanfw.Table, error) {
 		n.setWarning(fmt.Sprintf("forward-drop-%d", i), w)
 	}
 	n.log.Info("exposing subnets", "subnets", cfg.Subnet, "snat", cfg.SubnetSNAT, "nftables_table", fw.Name())
-	return fw, nil
+	return fw, changed, nil
 }
 
 // Ready is closed once the node is up: TUN configured, listeners bound, control socket served.
