@@ -99,3 +99,18 @@ func TestSocketBuffers(t *testing.T) {
 		t.Errorf("socket buffers receive %d, send %d bytes; want at least %d each", rcv, snd, udpSocketBuffer)
 	}
 }
+
+// TestSendBatchError: a batch the kernel refuses (datagrams larger than UDP allows) returns an error,
+// and does not panic or loop.
+func TestSendBatchError(t *testing.T) {
+	l, _ := dialPair(t, "udp")
+	if err := l.SendBatch([][]byte{make([]byte, 70000), make([]byte, 70000)}); err == nil {
+		t.Fatal("SendBatch of two 70000-byte datagrams gave no error")
+	}
+	// A GSO run the kernel refuses (EMSGSIZE or EINVAL) must not panic either.
+	big := make([][]byte, 3)
+	for i := range big {
+		big[i] = make([]byte, 30000)
+	}
+	_ = l.SendBatch(big)
+}

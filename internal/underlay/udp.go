@@ -168,7 +168,9 @@ func (l *udpLink) SendBatch(pkts [][]byte) error {
 		sent := 0
 		for sent < k {
 			n, err := l.sock.batch.WriteBatch(ms[sent:k], 0)
-			sent += n
+			if n > 0 { // on an error n is -1 (sendmmsg's result)
+				sent += n
+			}
 			if err == nil {
 				continue
 			}
