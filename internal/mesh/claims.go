@@ -43,50 +43,69 @@ type Claims struct {
 }
 
 // LoadClaims reads the claims file at path; a missing file is an empty set. An empty path keeps the
-// claims in memory only.
-func LoadClaims(path string) (*Claims, error) {
-	c := &Claims{path: path, m: map[netip.Addr]Claim{}}
+// claims in memory only. A corrupt file (say, cut short by a power loss) is moved aside to path +
+// ".corrupt" and the claims start empty: then warning says so, and the node should log it.
+func LoadClaims(path string) (c *Claims, warning, err error) {
+	c = &Claims{path: path, m: map[netip.Addr]Claim{}}
 	if path == "" {
-		return c, nil
+		return c, nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return c, nil
+		return c, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read address claims: %w", err)
+		return nil, nil, fmt.Errorf("read address claims: %w", err)
 	}
-	if err := json.Unmarshal(b, &c.m); err != nil {
-		return nil, fmt.Errorf("address claims file %s is corrupt (%v): delete it to start over (each node will then keep the owner it sees first)", path, err)
+	if jerr := json.Unmarshal(b, &c.m); jerr != nil {
+		c.m = map[netip.Addr]Claim{}
+		if err := os.Rename(path, path+".corrupt"); err != nil {
+			return nil, nil, fmt.Errorf("address claims file %s is corrupt (%v) and cannot be moved aside: %w", path, jerr, err)
+		}
+		return c, fmt.Errorf("address claims file %s was corrupt (%v); moved it to %s and started over: each virtual IP goes to the node seen claiming it first from now on", path, jerr, path+".corrupt"), nil
 	}
-	return c, nil
+	return c, nil, nil
 }
 
 // Observe records the virtual IPs of anns at time now: a first claim for an address nobody holds (or
 // whose holder has been absent past ClaimHold), a fresher last-seen time for a holder that announces it
-// again. Among new claimants of one address in the same call, the lowest node ID is recorded. It
-// reports whether the file needs writing.
+// again. A node present in anns holds only the address it announces now (a node that changed its
+// address releases the old one, so nobody can squat a range by cycling through it), and claims absent
+// past ClaimHold are forgotten. Among new claimants of one address in the same call, the lowest node ID
+// is recorded. It reports whether the file needs writing.
 func (c *Claims) Observe(anns []Announce, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	changed := false
-	fresh := map[netip.Addr]session.NodeID{}
+	current := make(map[session.NodeID]netip.Addr, len(anns))
 	for _, a := range anns {
-		ip := a.IPv4.Addr()
-		cl, held := c.m[ip]
+		current[a.Origin] = a.IPv4.Addr()
+	}
+	// First pass: holders that still announce their address refresh it; claims whose holder announces
+	// another address now, or that have expired, go.
+	for ip, cl := range c.m {
+		cur, present := current[cl.Node]
 		switch {
-		case held && cl.Node == a.Origin:
+		case present && cur == ip:
 			if now.Sub(cl.Last) >= claimRefresh {
 				cl.Last = now
 				c.m[ip] = cl
 				changed = true
 			}
-		case held && now.Sub(cl.Last) < ClaimHold:
-			// Held by another node: this claimant loses.
-		default:
-			if id, ok := fresh[ip]; !ok || a.Origin < id {
-				fresh[ip] = a.Origin
-			}
+		case present, now.Sub(cl.Last) >= ClaimHold:
+			delete(c.m, ip)
+			changed = true
+		}
+	}
+	// Second pass: addresses nobody holds go to their claimant (the lowest node ID among several new).
+	fresh := map[netip.Addr]session.NodeID{}
+	for _, a := range anns {
+		ip := a.IPv4.Addr()
+		if _, held := c.m[ip]; held {
+			continue
+		}
+		if id, ok := fresh[ip]; !ok || a.Origin < id {
+			fresh[ip] = a.Origin
 		}
 	}
 	for ip, id := range fresh {
@@ -94,6 +113,17 @@ func (c *Claims) Observe(anns []Announce, now time.Time) bool {
 		changed = true
 	}
 	return changed
+}
+
+// Held returns the addresses held and their holders.
+func (c *Claims) Held() map[netip.Addr]session.NodeID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[netip.Addr]session.NodeID, len(c.m))
+	for ip, cl := range c.m {
+		out[ip] = cl.Node
+	}
+	return out
 }
 
 // Owner returns the node holding ip's claim, if any (held past ClaimHold or not).
@@ -121,6 +151,10 @@ func (c *Claims) Save() error {
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write address claims: %w", err)
+	}
+	if err := tmp.Sync(); err != nil { // the rename must not reach the disk before the data
 		tmp.Close()
 		return fmt.Errorf("write address claims: %w", err)
 	}

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,7 +16,7 @@ import (
 func TestClaimsFirstWins(t *testing.T) {
 	const self, first, later = 1, 9, 3
 	path := filepath.Join(t.TempDir(), "claims.json")
-	c, err := LoadClaims(path)
+	c, _, err := LoadClaims(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestClaimsFirstWins(t *testing.T) {
 	}
 
 	// A restart: the file keeps the first claim, even when the later claimant is seen first now.
-	c2, err := LoadClaims(path)
+	c2, _, err := LoadClaims(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func TestClaimsFirstWins(t *testing.T) {
 
 func TestClaimsCorruptFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "claims.json")
-	c, _ := LoadClaims(path)
+	c, _, _ := LoadClaims(path)
 	c.Observe([]Announce{ann(2, "10.0.0.2/24")}, time.Now())
 	if err := c.Save(); err != nil {
 		t.Fatal(err)
@@ -80,8 +81,62 @@ func TestClaimsCorruptFile(t *testing.T) {
 	if err := writeFileForTest(path, "{not json"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadClaims(path); err == nil || !strings.Contains(err.Error(), "corrupt") || !strings.Contains(err.Error(), path) {
-		t.Fatalf("corrupt claims file: err = %v, want one naming the file as corrupt", err)
+	c, warn, err := LoadClaims(path)
+	if err != nil || warn == nil || !strings.Contains(warn.Error(), "corrupt") || !strings.Contains(warn.Error(), path) {
+		t.Fatalf("corrupt claims file: %v, warning %v; want a warning naming the file", err, warn)
+	}
+	if _, ok := c.Owner(netip.MustParseAddr("10.0.0.2")); ok {
+		t.Fatal("claims from a corrupt file survived")
+	}
+	if b, err := os.ReadFile(path + ".corrupt"); err != nil || string(b) != "{not json" {
+		t.Fatalf("the corrupt file was not kept aside: %q, %v", b, err)
+	}
+}
+
+// TestClaimsOrderAndSquatting: which of two announcements comes first in one Observe does not change
+// the holder; a node that changes its address releases the old one (no squatting by cycling).
+func TestClaimsOrderAndSquatting(t *testing.T) {
+	now := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	holder, other := ann(9, "10.0.0.2/24"), ann(3, "10.0.0.2/24")
+	for _, order := range [][]Announce{{holder, other}, {other, holder}} {
+		c, _, _ := LoadClaims("")
+		c.Observe([]Announce{holder}, now)
+		// Much later (past ClaimHold since the last refresh), both announce it in one call.
+		c.Observe(order, now.Add(ClaimHold+time.Hour))
+		if id, _ := c.Owner(netip.MustParseAddr("10.0.0.2")); id != 9 {
+			t.Fatalf("order %v then %v: holder %v, want 9 (it still announces the address)", order[0].Origin, order[1].Origin, id)
+		}
+	}
+	c, _, _ := LoadClaims("")
+	for i := 2; i < 10; i++ {
+		c.Observe([]Announce{ann(5, fmt.Sprintf("10.0.0.%d/24", i))}, now.Add(time.Duration(i)*time.Minute))
+	}
+	if held := c.Held(); len(held) != 1 {
+		t.Fatalf("a node cycling through addresses holds %d of them (%v), want 1", len(held), held)
+	}
+}
+
+// TestClaimsSubnetCannotTakeAddress: a member announcing a held virtual IP as a /32 subnet, or a subnet
+// around it, gets no route for it, with the holder present or absent.
+func TestClaimsSubnetCannotTakeAddress(t *testing.T) {
+	const self, holder, attacker = 1, 9, 3
+	now := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	me := ann(self, "10.0.0.1/24", nb(holder, 100), nb(attacker, 100))
+	h := ann(holder, "10.0.0.2/24", nb(self, 100))
+	for _, sub := range []string{"10.0.0.2/32", "10.0.0.0/28"} {
+		a := ann(attacker, "10.0.0.3/24", nb(self, 100))
+		a.Subnets = []Subnet{{Prefix: netip.MustParsePrefix(sub)}}
+		c, _, _ := LoadClaims("")
+		c.Observe([]Announce{me, h}, now)
+		for _, anns := range [][]Announce{{me, h, a}, {me, a}} {
+			c.Observe(anns, now)
+			for i := 0; i < 20; i++ { // map order must not matter
+				r, ok := ComputeWithClaims(self, anns, c).Lookup(netip.MustParseAddr("10.0.0.2"))
+				if ok && r.Node == attacker {
+					t.Fatalf("subnet %s (holder present: %v): 10.0.0.2 routed to the attacker", sub, len(anns) == 3)
+				}
+			}
+		}
 	}
 }
 

@@ -142,8 +142,14 @@ func (t *Table) shortestPaths(byID map[session.NodeID]*Announce) {
 // installPrefixes picks an owner for every virtual IP and subnet announced by a reachable node.
 func (t *Table) installPrefixes(byID map[session.NodeID]*Announce) {
 	selfA := byID[t.self]
-	claims := map[netip.Prefix][]Route{}
-	claim := func(r Route) { claims[r.Prefix] = append(claims[r.Prefix], r) }
+	// Virtual IPs and subnets are claimed apart: a subnet 10.144.144.2/32 is not the virtual IP
+	// 10.144.144.2, and must not take part in the virtual IP's duplicate rule.
+	type key struct {
+		p      netip.Prefix
+		subnet bool
+	}
+	claims := map[key][]Route{}
+	claim := func(r Route) { claims[key{r.Prefix, r.Subnet}] = append(claims[key{r.Prefix, r.Subnet}], r) }
 	claim(Route{Prefix: netip.PrefixFrom(selfA.IPv4.Addr(), 32), Node: t.self, Proxy: selfA.ProxyIn})
 	for _, s := range selfA.Subnets {
 		claim(Route{Prefix: s.Prefix, Node: t.self, Proxy: s.Proxy, Subnet: true})
@@ -155,15 +161,31 @@ func (t *Table) installPrefixes(byID map[session.NodeID]*Announce) {
 			claim(Route{Prefix: s.Prefix, Node: id, Proxy: s.Proxy, Subnet: true})
 		}
 	}
-	prefixes := make([]netip.Prefix, 0, len(claims))
-	for p := range claims {
-		prefixes = append(prefixes, p)
+	keys := make([]key, 0, len(claims))
+	for k := range claims {
+		keys = append(keys, k)
 	}
-	slices.SortFunc(prefixes, func(a, b netip.Prefix) int {
-		return cmp.Or(b.Bits()-a.Bits(), a.Addr().Compare(b.Addr()))
+	slices.SortFunc(keys, func(a, b key) int {
+		c := cmp.Or(b.p.Bits()-a.p.Bits(), a.p.Addr().Compare(b.p.Addr()))
+		if c == 0 && a.subnet != b.subnet {
+			if a.subnet {
+				return 1
+			}
+			return -1
+		}
+		return c
 	})
-	for _, p := range prefixes {
-		rs := claims[p]
+	var heldIPs map[netip.Addr]session.NodeID
+	if t.claims != nil {
+		heldIPs = t.claims.Held()
+	}
+	for _, k := range keys {
+		p, rs := k.p, claims[k]
+		if k.subnet && heldIPs != nil {
+			if rs = t.dropCovering(p, rs, heldIPs); len(rs) == 0 {
+				continue
+			}
+		}
 		holder, held := session.NodeID(0), false
 		if !rs[0].Subnet && t.claims != nil {
 			var refused bool
@@ -250,6 +272,30 @@ func (t *Table) byClaim(p netip.Prefix, rs []Route) (holder session.NodeID, held
 		p.Addr(), holder, names)
 	t.conflicts = append(t.conflicts, c)
 	return holder, held, true
+}
+
+// dropCovering removes from rs (the claimants of subnet p) every other node's claim of a subnet that
+// covers a virtual IP held by someone else: a member must not take an address, held or absent, by
+// announcing it (or a network around it) as a LAN. Each removal is a conflict.
+func (t *Table) dropCovering(p netip.Prefix, rs []Route, held map[netip.Addr]session.NodeID) []Route {
+	out := rs[:0:0]
+	for _, r := range rs {
+		var victim netip.Addr
+		var holder session.NodeID
+		for ip, h := range held {
+			if h != r.Node && p.Contains(ip) {
+				victim, holder = ip, h
+				break
+			}
+		}
+		if !victim.IsValid() || r.Node == t.self {
+			out = append(out, r)
+			continue
+		}
+		t.conflicts = append(t.conflicts, Conflict{Prefix: p, Nodes: []session.NodeID{holder, r.Node},
+			Text: fmt.Sprintf("subnet %v of node %s covers virtual IP %v, held by node %v: not routed", p, t.name(r.Node), victim, holder)})
+	}
+	return out
 }
 
 func (t *Table) conflict(p netip.Prefix, rs []Route) Conflict {

@@ -212,8 +212,12 @@ func (n *Node) Run(ctx context.Context) error {
 	debug.FreeOSMemory()
 	n.hello = hello{IPv4: cfg.IPv4, Hostname: cfg.Hostname}.marshal()
 	n.db = mesh.NewDB(n.self)
-	if n.claims, err = mesh.LoadClaims(filepath.Join(cfg.StateDir, claimsFile)); err != nil {
+	var warning error
+	if n.claims, warning, err = mesh.LoadClaims(filepath.Join(cfg.StateDir, claimsFile)); err != nil {
 		return err
+	}
+	if warning != nil {
+		n.log.Warn(warning.Error())
 	}
 	n.started = time.Now()
 	n.annSeq = uint64(n.started.UnixNano())

@@ -61,12 +61,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
-// setNotify registers fn to be called (from netstack, must not block) when the connection may have
-// become readable, hung up or failed; call the returned function to unregister it.
-func (c *Conn) setNotify(fn func()) (unregister func()) {
-	e := waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { fn() })
-	c.wq.EventRegister(&e)
-	return func() { c.wq.EventUnregister(&e) }
+// newNotify prepares fn to be called (from netstack, must not block) with the events when the
+// connection may have become readable, hung up or failed; register starts the calls, unregister ends
+// them. They are separate so that the caller can keep unregister before any call can happen.
+func (c *Conn) newNotify(fn func(waiter.EventMask)) (register, unregister func()) {
+	e := waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, fn)
+	return func() { c.wq.EventRegister(&e) }, func() { c.wq.EventUnregister(&e) }
 }
 
 func (c *Conn) canRead() bool {

@@ -6,7 +6,7 @@ package proxy
 // its two ends.
 //
 //	source readable (netstack waiter callback, or the stream's notify) -> kick: start the pump's
-//	goroutine unless it runs
+//	goroutine unless it runs; an error on either end (a reset) fails the flow at once
 //	pump: borrow a 64 KiB buffer -> tryRead -> Write to the other end (this may wait: the peer's
 //	      window or netstack's send buffer is full) -> ... until tryRead would block -> give the buffer
 //	      back and end; a kick that came meanwhile makes it go round again, so none is lost
@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/weft-vpn/weft/internal/session"
 )
@@ -45,6 +47,7 @@ type flow struct {
 	unreg  func()
 	left   atomic.Int32 // pumps not yet stopped
 	failed atomic.Bool
+	ended  atomic.Bool // both pumps stopped; a late fail changes nothing
 	once   sync.Once
 }
 
@@ -53,7 +56,7 @@ type pump struct {
 	f        *flow
 	src, dst flowEnd
 	count    *atomic.Uint64
-	kicks    atomic.Int32 // 0: idle; >0: running, with kicks since it last looked
+	state    atomic.Int32 // pumpIdle, pumpRunning or pumpPending
 	stopped  atomic.Bool
 }
 
@@ -80,32 +83,70 @@ func (p *Proxy) startFlow(id FlowID, side string, peer session.NodeID, conn *Con
 	}
 	f.left.Store(2)
 	p.wg.Add(1)
-	f.unreg = conn.setNotify(connPump.kick)
-	st.setNotify(stPump.kick)
+	// An error on either end (the kernel peer's RST, the peer node's reset) fails the flow at once: the
+	// pump of the other direction may be blocked writing into the end that failed, and would not see it.
+	register, unreg := conn.newNotify(func(m waiter.EventMask) {
+		if m&waiter.EventErr != 0 {
+			go f.fail("connection error", errConnFailed)
+		}
+		connPump.kick()
+	})
+	f.unreg = unreg
+	register()
+	st.setNotify(func(reset bool) {
+		if reset {
+			go f.fail("peer reset", ErrReset)
+		}
+		stPump.kick()
+	})
 	connPump.kick()
 	stPump.kick()
 }
+
+// errConnFailed is why a flow fails when its netstack connection reports an error.
+var errConnFailed = errors.New("netstack connection failed (reset by the kernel peer?)")
+
+// Pump states: idle (no goroutine), running, or running with a kick that came while it ran (it looks
+// at its source once more before it ends). A stopped pump stays running or pending for good, so no
+// goroutine starts for it again.
+const (
+	pumpIdle int32 = iota
+	pumpRunning
+	pumpPending
+)
 
 // kick makes the pump look at its source: it starts the pump's goroutine unless it runs or stopped.
 func (d *pump) kick() {
 	if d.stopped.Load() {
 		return
 	}
-	if d.kicks.Add(1) == 1 {
-		go d.run()
+	for {
+		switch d.state.Load() {
+		case pumpIdle:
+			if d.state.CompareAndSwap(pumpIdle, pumpRunning) {
+				go d.run()
+				return
+			}
+		case pumpRunning:
+			if d.state.CompareAndSwap(pumpRunning, pumpPending) {
+				return
+			}
+		default: // pending already
+			return
+		}
 	}
 }
 
 // run copies until the source would block, then ends unless kicked meanwhile.
 func (d *pump) run() {
 	for {
-		d.kicks.Store(1)
+		d.state.Store(pumpRunning)
 		if !d.drain() {
 			d.stopped.Store(true)
 			d.f.pumpStopped()
 			return
 		}
-		if d.kicks.CompareAndSwap(1, 0) {
+		if d.state.CompareAndSwap(pumpRunning, pumpIdle) {
 			return
 		}
 	}
@@ -156,7 +197,7 @@ func (d *pump) drain() bool {
 
 // fail resets both ends of the flow (once) and wakes both pumps so that they stop.
 func (f *flow) fail(why string, err error) {
-	if !f.failed.CompareAndSwap(false, true) {
+	if f.ended.Load() || !f.failed.CompareAndSwap(false, true) {
 		return
 	}
 	f.p.log.Debug("proxied flow reset", "flow", f.id.String(), "side", f.side, "where", why, "err", err)
@@ -175,6 +216,7 @@ func (f *flow) pumpStopped() {
 		return
 	}
 	f.once.Do(func() {
+		f.ended.Store(true)
 		f.unreg()
 		f.st.setNotify(nil)
 		if !f.failed.Load() {

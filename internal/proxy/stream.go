@@ -8,8 +8,10 @@ package proxy
 //	Read:   arq Recv (frame header, then payload) -> caller; a window that reopens is told at once;
 //	        new bytes or the end of the conversation call the flow pump's notify (flow.go)
 //
-// All arq state and the stream's parse state are guarded by conv.mu. Nothing blocks while holding it:
-// a writer whose window is full and a reader with nothing to read wait on channels outside the lock.
+// All arq state and the stream's parse state are guarded by conv.mu. A writer whose window is full and
+// a reader with nothing to read wait on channels outside the lock; the one wait under it is for sendMu,
+// while another goroutine hands this conversation's previous packets to the underlay (which keeps them
+// in order).
 
 import (
 	"context"
@@ -42,7 +44,7 @@ type conv struct {
 	linger   int64   // ms at which a released conversation is forgotten; 0 = not yet set
 	dirty    bool    // on the transport's FlushInput list
 	closing  chan struct{}
-	notify   func() // the flow's pump kick: called when readable or ended (see Stream.setNotify)
+	notify   func(reset bool) // the flow's pump kick: called when readable or ended (see Stream.setNotify)
 	readCh   chan struct{}
 	writeCh  chan struct{}
 
@@ -131,7 +133,7 @@ func (c *conv) afterIO(now int64) {
 	if c.a.Readable() > 0 {
 		signal(c.readCh)
 		if c.notify != nil {
-			c.notify()
+			c.notify(false)
 		}
 	}
 	if c.a.Pending() < c.t.cfg.Window {
@@ -177,7 +179,7 @@ func (c *conv) closeCh() {
 	default:
 		close(c.closing)
 		if c.notify != nil {
-			c.notify()
+			c.notify(c.reset)
 		}
 	}
 }
@@ -466,9 +468,10 @@ func (s *Stream) read(p []byte, block bool) (int, error) {
 	}
 }
 
-// setNotify makes the stream call fn whenever it may have become readable or ended (fn must not block;
-// it is called with the conversation's lock held); nil stops it.
-func (s *Stream) setNotify(fn func()) {
+// setNotify makes the stream call fn whenever it may have become readable or ended, with reset true
+// when it ended by a reset (fn must not block; it is called with the conversation's lock held); nil
+// stops it.
+func (s *Stream) setNotify(fn func(reset bool)) {
 	s.c.mu.Lock()
 	s.c.notify = fn
 	s.c.mu.Unlock()
