@@ -6,7 +6,7 @@ package proxy
 // its two ends.
 //
 //	source readable (netstack waiter callback, or the stream's notify) -> kick: start the pump's
-//	goroutine unless it runs; an error on either end (a reset) fails the flow at once
+//	goroutine unless it runs; the peer node's reset fails the flow at once
 //	pump: borrow a 64 KiB buffer -> tryRead -> Write to the other end (this may wait: the peer's
 //	      window or netstack's send buffer is full) -> ... until tryRead would block -> give the buffer
 //	      back and end; a kick that came meanwhile makes it go round again, so none is lost
@@ -83,14 +83,11 @@ func (p *Proxy) startFlow(id FlowID, side string, peer session.NodeID, conn *Con
 	}
 	f.left.Store(2)
 	p.wg.Add(1)
-	// An error on either end (the kernel peer's RST, the peer node's reset) fails the flow at once: the
-	// pump of the other direction may be blocked writing into the end that failed, and would not see it.
-	register, unreg := conn.newNotify(func(m waiter.EventMask) {
-		if m&waiter.EventErr != 0 {
-			go f.fail("connection error", errConnFailed)
-		}
-		connPump.kick()
-	})
+	// The peer node's reset fails the flow at once: the pump of the stream's direction may be blocked
+	// writing into the netstack connection (its kernel peer stopped reading) and would not see it. A
+	// kernel peer's RST needs nothing extra: the connection's own pump reads the error and fails the
+	// flow, which aborts the stream and unblocks any write into the connection.
+	register, unreg := conn.newNotify(func(waiter.EventMask) { connPump.kick() })
 	f.unreg = unreg
 	register()
 	st.setNotify(func(reset bool) {
@@ -103,8 +100,6 @@ func (p *Proxy) startFlow(id FlowID, side string, peer session.NodeID, conn *Con
 	stPump.kick()
 }
 
-// errConnFailed is why a flow fails when its netstack connection reports an error.
-var errConnFailed = errors.New("netstack connection failed (reset by the kernel peer?)")
 
 // Pump states: idle (no goroutine), running, or running with a kick that came while it ran (it looks
 // at its source once more before it ends). A stopped pump stays running or pending for good, so no
