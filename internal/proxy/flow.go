@@ -100,7 +100,6 @@ func (p *Proxy) startFlow(id FlowID, side string, peer session.NodeID, conn *Con
 	stPump.kick()
 }
 
-
 // Pump states: idle (no goroutine), running, or running with a kick that came while it ran (it looks
 // at its source once more before it ends). A stopped pump stays running or pending for good, so no
 // goroutine starts for it again.
