@@ -22,11 +22,12 @@ import (
 
 // proxyPair is the two-node setup: alpha (10.144.144.1) runs the services; beta (10.144.144.2) runs the
 // clients with --tcp-proxy kcp.
+// Both nodes serve pprof (--debug-pprof): the leak checks count goroutines with it.
 func proxyPair(t *testing.T, alphaExtra ...string) (a, b *weftNode, ha, hb *netlab.Host) {
 	_, ha, hb = pair(t)
-	a = startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", extra: alphaExtra})
+	a = startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", extra: append([]string{"--debug-pprof"}, alphaExtra...)})
 	b = startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", peers: []string{"udp://192.0.2.1:11010"},
-		extra: []string{"--tcp-proxy", "kcp"}})
+		extra: []string{"--tcp-proxy", "kcp", "--debug-pprof"}})
 	mustPing(t, hb, ipA, 10*time.Second)
 	return a, b, ha, hb
 }
@@ -342,7 +343,9 @@ func TestProxyNoLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 		var g int
-		fmt.Sscanf(out, "goroutine profile: total %d", &g)
+		if _, err := fmt.Sscanf(out, "goroutine profile: total %d", &g); err != nil {
+			t.Fatalf("goroutine profile of %s: %v: %.200q", n.name, err, out)
+		}
 		fds, _ := os.ReadDir(filepath.Join("/proc", strconv.Itoa(n.proc.Pid()), "fd"))
 		return level{g, len(fds)}
 	}
