@@ -77,7 +77,6 @@ func run() error {
 
 // member is a joined session with one node.
 type member struct {
-	id     session.Identity
 	signer *session.Signer
 	conn   *net.UDPConn
 	kp     *session.Keypair
@@ -93,7 +92,7 @@ func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostn
 	if err != nil {
 		return nil, err
 	}
-	m := &member{id: id, signer: id.Signer(), conn: conn}
+	m := &member{signer: id.Signer(), conn: conn}
 	cfg := session.Config{Identity: id, PSK: session.DerivePSK(name, secret), Signer: m.signer}
 	ini, msg1, err := session.NewInitiator(cfg, 0x6d616c6c, nil)
 	if err != nil {

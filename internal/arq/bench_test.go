@@ -101,3 +101,26 @@ func BenchmarkSmallRoundTrip(b *testing.B) {
 		p.round(msg)
 	}
 }
+
+// BenchmarkFlushLongFlight is a sender with a full 2048-segment flight on a long path (nothing acked,
+// no timer due) that adds one segment per Flush: what every ACK batch costs on a 20 ms link. Flush
+// looks only at the new segment unless a resend may be due.
+func BenchmarkFlushLongFlight(b *testing.B) {
+	c := New(1, Config{MTU: 1400, SendWindow: 4096, RecvWindow: 4096}, func([]byte) {})
+	seg := make([]byte, c.MSS())
+	for range 2048 {
+		c.Send(seg)
+	}
+	c.Flush(0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.Send(seg)
+		c.Flush(1) // far below every resend time (RTO >= 30 ms)
+		if c.flight.len() > 3000 {
+			b.StopTimer()
+			c.ackUna(c.sndNxt - 2048) // keep the flight at ~2048
+			b.StartTimer()
+		}
+	}
+}
