@@ -595,13 +595,15 @@ func sendAndVerify(tr *Transport, dst session.NodeID, seed, size int) error {
 func TestTransportNoGoroutineLeak(t *testing.T) {
 	// Warm up first: pools and the fake network's goroutines.
 	exercise := func() {
-		got := make(chan *Stream, 4)
+		// One channel per node: which accept callback hands its stream over
+		// first is a race, and reading the wrong one would wait forever.
+		gotA, gotB := make(chan *Stream, 2), make(chan *Stream, 2)
 		n := newFakeNet(0, 0)
-		a := n.add(t, nodeA, acceptInto(got), KCPConfig{})
-		b := n.add(t, nodeB, acceptInto(got), KCPConfig{})
+		a := n.add(t, nodeA, acceptInto(gotA), KCPConfig{})
+		b := n.add(t, nodeB, acceptInto(gotB), KCPConfig{})
 		s1 := openT(t, a, nodeB)
 		s2 := openT(t, b, nodeA)
-		r1, r2 := recvT(t, got), recvT(t, got)
+		r1, r2 := recvT(t, gotB), recvT(t, gotA)
 		s1.Write([]byte("x"))
 		readN(t, r1, 1)
 		s1.CloseWrite() // leaves a FIN watcher running
