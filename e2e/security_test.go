@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,5 +160,66 @@ func TestVirtualIPFirstClaim(t *testing.T) {
 	}, func() string { return fmt.Sprintf("alpha does not say beta's claim is held: %q", warns) })
 	if r, ok := routeTo(a, "10.144.144.2/32"); ok {
 		t.Fatalf("with beta gone alpha routes 10.144.144.2 to %+v; want no route (beta's claim is held)", r)
+	}
+}
+
+// TestSpoofedSourceRefused: mallory, a member on its own host, adds alpha's virtual IP to its loopback
+// and sends UDP and opens TCP (plain and over the KCP proxy) to a service on beta from that address.
+// Its weft refuses to carry them (drop reason src_not_owned) and beta's firewall counter for alpha's
+// address never moves, while alpha's own packets reach beta.
+func TestSpoofedSourceRefused(t *testing.T) {
+	for _, mode := range []string{"plain", "kcp"} {
+		t.Run(mode, func(t *testing.T) {
+			lab := netlab.New(t)
+			ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
+			_, bOnAB := link(lab, ha, hb, 1)
+			_, bOnMB := link(lab, hm, hb, 2)
+			var extra []string
+			if mode == "kcp" {
+				extra = []string{"--tcp-proxy", "kcp"}
+			}
+			b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", extra: extra})
+			a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}, extra: extra})
+			m := startNode(t, hm, "mallory", nodeOpts{ip: "10.144.144.3/24", peers: []string{udpPeer(bOnMB)}, extra: extra})
+			b.waitPeer(a.ip, 10*time.Second)
+			b.waitPeer(m.ip, 10*time.Second)
+			// Beta counts what arrives from alpha's address on its TUN, as a firewall would see it.
+			hb.Run(t, "nft", "add", "table", "inet", "spooftest")
+			t.Cleanup(func() { hb.RunErr(context.Background(), "nft", "delete", "table", "inet", "spooftest") })
+			hb.Run(t, "nft", "add", "chain", "inet", "spooftest", "in", "{ type filter hook input priority 0; }")
+			hb.Run(t, "nft", "add", "rule", "inet", "spooftest", "in", "iifname", "weft0", "ip", "saddr", "10.144.144.1", "counter")
+			counted := func() int {
+				out := hb.Run(t, "nft", "list", "chain", "inet", "spooftest", "in")
+				i := strings.Index(out, "packets ")
+				if i < 0 {
+					t.Fatalf("no counter in %q", out)
+				}
+				n, _ := strconv.Atoi(strings.Fields(out[i+len("packets "):])[0])
+				return n
+			}
+			startProbe(t, hb, "echo-server", "10.144.144.2:7810")
+			hm.Run(t, "ip", "addr", "add", "10.144.144.1/32", "dev", "lo")
+			before := m.status().Drops["src_not_owned"]
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for i := 0; i < 5; i++ {
+				hm.RunErr(ctx, "sh", "-c", "echo spoof | nc -u -w 1 -s 10.144.144.1 10.144.144.2 7811")
+			}
+			out, _ := hm.RunErr(ctx, "nc", "-z", "-w", "2", "-s", "10.144.144.1", "10.144.144.2", "7810")
+			if got := counted(); got != 0 {
+				t.Fatalf("beta saw %d packets from alpha's address that mallory sent (nc: %q)", got, out)
+			}
+			if d := m.status().Drops["src_not_owned"] - before; d < 6 {
+				t.Errorf("mallory counted %d src_not_owned drops, want at least 6 (5 UDP, 1+ SYN)", d)
+			}
+			// The real owner's traffic passes.
+			ha.RunErr(ctx, "sh", "-c", "echo real | nc -u -w 1 10.144.144.2 7811")
+			if got := counted(); got == 0 {
+				t.Fatal("alpha's own packet did not reach beta")
+			}
+			if mode == "kcp" {
+				runProbe(t, ha, 30*time.Second, "flood", "10.144.144.2:7810", "1", "4096")
+			}
+		})
 	}
 }

@@ -101,9 +101,14 @@ func (b *outBatch) flush(n *Node) {
 // sendIP routes one packet read from the TUN; buf holds it at buf[tunOffset:tunOffset+size]. The sealed
 // packet joins out.
 func (n *Node) sendIP(tab *mesh.Table, buf []byte, size int, out *outBatch) {
-	_, dst, length, ok := ipv4Addrs(buf[tunOffset : tunOffset+size])
+	src, dst, length, ok := ipv4Addrs(buf[tunOffset : tunOffset+size])
 	if !ok {
 		n.drops.inc("not_ipv4")
+		return
+	}
+	if !n.isLocal(src) {
+		// This node speaks only for its own addresses: its virtual IP and the subnets it exposes.
+		n.drops.inc("src_not_owned")
 		return
 	}
 	if n.proxyOutbound(buf[tunOffset : tunOffset+length]) {
@@ -218,7 +223,7 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 			n.drops.inc("malformed")
 			return nil
 		}
-		return n.receiveIP(pkt, pt[1], pt[ipHeaderLen:])
+		return n.receiveIP(p, pkt, pt[1], pt[ipHeaderLen:])
 	case msgPing:
 		if len(pt) != pingLen {
 			n.drops.inc("malformed")
@@ -235,7 +240,7 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 	case msgAnnounce:
 		n.receiveAnnounce(p, pt[1:])
 	case msgKCP:
-		n.receiveKCP(pkt, pt)
+		n.receiveKCP(p, pkt, pt)
 	default:
 		n.drops.inc("malformed")
 	}
@@ -250,13 +255,18 @@ func beUint64(b []byte) uint64 {
 // receiveIP delivers an IP packet to the TUN or relays it. pkt is the whole underlay buffer (the IP
 // packet sits at pkt[tunOffset:]); it is reused in place for either. For local delivery it returns the
 // buffer to write to the TUN (the caller batches the writes).
-func (n *Node) receiveIP(pkt []byte, ttl byte, ip []byte) []byte {
+func (n *Node) receiveIP(from *peer, pkt []byte, ttl byte, ip []byte) []byte {
 	src, dst, length, ok := ipv4Addrs(ip)
 	if !ok {
 		n.drops.inc("malformed")
 		return nil
 	}
 	tab := n.table.Load()
+	if why := n.checkSource(tab, from.id, src); why != "" {
+		n.drops.inc(why)
+		n.warnSpoofed(from.id, src, why)
+		return nil
+	}
 	if n.isLocal(dst) {
 		if r, ok := tab.Lookup(src); ok {
 			c := n.trafficOf(r.Node)
@@ -282,6 +292,41 @@ func (n *Node) receiveIP(pkt []byte, ttl byte, ip []byte) []byte {
 		}
 	}
 	return nil
+}
+
+// checkSource decides whether an inner packet with source address src, received from direct peer from,
+// may be delivered or relayed; it returns the drop reason, or "" to accept. A source that is one of this
+// node's own addresses, or that belongs to no node of the mesh, is dropped. A source owned by another
+// node than from is accepted as relayed: the path a node's packets take to us is its own choice
+// (latency-based routes need not be symmetric), so until relayed traffic runs in end-to-end sessions a
+// member on the path can inject packets with another node's source one way (the replies go to the
+// real owner); README, threat model.
+func (n *Node) checkSource(tab *mesh.Table, from session.NodeID, src netip.Addr) string {
+	if n.isLocal(src) {
+		return "src_spoofed" // our own address, from someone else
+	}
+	if _, ok := tab.Lookup(src); !ok {
+		return "src_unknown"
+	}
+	return ""
+}
+
+// warnSpoofed logs, at most once per forgedLogEvery and peer, that peer sent a packet whose source it
+// does not own.
+func (n *Node) warnSpoofed(from session.NodeID, src netip.Addr, why string) {
+	now := time.Now()
+	n.warnMu.Lock()
+	ok := now.Sub(n.spoofedAt[from]) >= forgedLogEvery
+	if ok {
+		if n.spoofedAt == nil {
+			n.spoofedAt = map[session.NodeID]time.Time{}
+		}
+		n.spoofedAt[from] = now
+	}
+	n.warnMu.Unlock()
+	if ok {
+		n.log.Warn("dropped packets from node "+from.String()+" with a source address it does not own", "src", src, "reason", why)
+	}
 }
 
 // isLocal reports whether dst belongs to this node: its virtual IP or a subnet it exposes.

@@ -137,9 +137,10 @@ type Node struct {
 	annFlooded  time.Time
 	kernel      map[netip.Prefix]bool // routes installed on the TUN besides the connected network
 
-	warnMu   sync.Mutex
-	warnings map[string]string            // key -> text
-	forgedAt map[session.NodeID]time.Time // last warning about a forged announcement, per neighbour
+	warnMu    sync.Mutex
+	warnings  map[string]string            // key -> text
+	forgedAt  map[session.NodeID]time.Time // last warning about a forged announcement, per neighbour
+	spoofedAt map[session.NodeID]time.Time // last warning about spoofed sources, per direct peer
 
 	traffic   sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
 	dialAddrs sync.Map // config.URI -> netip.Addr, the last address each --peer resolved to

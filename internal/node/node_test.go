@@ -386,3 +386,89 @@ func TestLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+// dropsOf returns node n's drop counter for reason.
+func dropsOf(n *Node, reason string) uint64 { return (backend{n}).Status().Drops[reason] }
+
+// waitDrop waits until n counted a drop for reason.
+func waitDrop(t *testing.T, n *Node, reason string, before uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for dropsOf(n, reason) <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s drop counted (drops %v)", reason, (backend{n}).Status().Drops)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSourceValidation: an honest weft refuses to send packets whose source it does not own; a member
+// (c) that skips that check and seals packets with b's own address, or an address nobody owns, into its
+// real session with b has them dropped by b; KCP segments that claim to come from b itself are dropped;
+// the owners' own packets pass.
+func TestSourceValidation(t *testing.T) {
+	a := startTestNode(t, "10.1.0.1", Timers{})
+	b := startTestNode(t, "10.1.0.2", Timers{}, a.port)
+	c := startTestNode(t, "10.1.0.3", Timers{}, a.port, b.port)
+	waitSession(t, a, b, "10.1.0.1", "10.1.0.2")
+	waitSession(t, c, b, "10.1.0.3", "10.1.0.2")
+
+	// The sending side: c's own kernel hands it a packet with a's source: c does not send it.
+	before := dropsOf(c.n, "src_not_owned")
+	c.dev.Inject(udpPacket("10.1.0.1", "10.1.0.2", []byte("spoof via tun")))
+	waitDrop(t, c.n, "src_not_owned", before)
+
+	// The receiving side: a hostile c seals spoofed packets straight into its session with b.
+	pb := c.n.livePeer(b.n.self)
+	if pb == nil {
+		t.Fatal("c has no direct session with b")
+	}
+	spoof := func(src string) {
+		ip := udpPacket(src, "10.1.0.2", []byte("spoofed"))
+		buf := make([]byte, session.DataHeaderLen+ipHeaderLen+len(ip), session.Overhead+ipHeaderLen+len(ip))
+		buf[session.DataHeaderLen], buf[session.DataHeaderLen+1] = msgIP, defaultTTL
+		copy(buf[tunOffset:], ip)
+		if !c.n.sealAndSend(pb, buf, ipHeaderLen+len(ip)) {
+			t.Fatal("c could not send on its session with b")
+		}
+	}
+	before = dropsOf(b.n, "src_spoofed")
+	spoof("10.1.0.2") // b's own address
+	waitDrop(t, b.n, "src_spoofed", before)
+	before = dropsOf(b.n, "src_unknown")
+	spoof("10.9.9.9") // nobody's
+	waitDrop(t, b.n, "src_unknown", before)
+	select {
+	case p := <-b.dev.Written():
+		t.Fatalf("b delivered a spoofed packet to its TUN: %x", p)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	// A KCP segment whose header names b itself as its source node.
+	seg := make([]byte, session.DataHeaderLen+kcpHeaderLen+24, session.Overhead+kcpHeaderLen+24)
+	m := seg[session.DataHeaderLen:]
+	m[0], m[1] = msgKCP, defaultTTL
+	putUint64(m[2:], uint64(b.n.self))
+	putUint64(m[10:], uint64(b.n.self))
+	before = dropsOf(b.n, "src_spoofed")
+	if !c.n.sealAndSend(pb, seg, kcpHeaderLen+24) {
+		t.Fatal("c could not send on its session with b")
+	}
+	waitDrop(t, b.n, "src_spoofed", before)
+
+	// The owners' own traffic passes.
+	for _, tn := range []*testNode{a, c} {
+		src := tn.n.cfg.IPv4.Addr().String()
+		p := udpPacket(src, "10.1.0.2", []byte("real "+src))
+		tn.dev.Inject(p)
+		select {
+		case got := <-b.dev.Written():
+			if !bytes.Equal(got, p) {
+				t.Fatalf("b got %x, want %s's packet %x", got, src, p)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s's own packet did not reach b (drops at %s: %v; at b: %v)", src, src,
+				(backend{tn.n}).Status().Drops, (backend{b.n}).Status().Drops)
+		}
+	}
+}

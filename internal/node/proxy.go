@@ -35,6 +35,7 @@ func (n *Node) startProxy() (*proxy.Proxy, error) {
 		MaxSegment:      n.cfg.MTU + ipHeaderLen - kcpHeaderLen,
 		Route:           n.proxyRoute,
 		AllowInput:      n.proxyInputAllowed,
+		Owns:            n.owns,
 		KCP: proxy.KCPConfig{
 			Interval: time.Duration(n.cfg.KCP.IntervalMS) * time.Millisecond,
 			Window:   n.cfg.KCP.Window,
@@ -66,6 +67,22 @@ func (n *Node) writeProxyPackets(pkts [][]byte, offset int) {
 func (n *Node) proxyRoute(dst netip.Addr) (session.NodeID, bool) {
 	r, ok := n.table.Load().Lookup(dst)
 	return r.Node, ok
+}
+
+// owns reports whether addr belongs to node by the routing table (the proxy re-originates a flow only
+// from an address the opening node owns).
+func (n *Node) owns(node session.NodeID, addr netip.Addr) bool {
+	if n.isLocal(addr) {
+		n.drops.inc("proxy_open_spoofed")
+		return false
+	}
+	r, ok := n.table.Load().Lookup(addr)
+	if !ok || r.Node != node {
+		n.drops.inc("proxy_open_spoofed")
+		n.warnSpoofed(node, addr, "proxy_open_spoofed")
+		return false
+	}
+	return true
 }
 
 // wantsProxyTo reports whether a new TCP flow to dst goes over the proxy.
@@ -138,13 +155,20 @@ func putUint64(b []byte, v uint64) {
 }
 
 // receiveKCP delivers a KCP segment addressed to this node, or relays it towards its destination node.
-func (n *Node) receiveKCP(pkt []byte, pt []byte) {
+func (n *Node) receiveKCP(from *peer, pkt []byte, pt []byte) {
 	if len(pt) < kcpHeaderLen {
 		n.drops.inc("malformed")
 		return
 	}
 	dst := session.NodeID(beUint64(pt[2:10]))
 	src := session.NodeID(beUint64(pt[10:18]))
+	// A segment that claims to come from this node is forged. (One that names another node than from
+	// may be relayed; a flow's replies go to the node it names, never to a forger.)
+	if src == n.self {
+		n.drops.inc("src_spoofed")
+		n.warnSpoofed(from.id, netip.Addr{}, "kcp_src_node_spoofed")
+		return
+	}
 	if dst == n.self {
 		if n.proxy == nil {
 			n.drops.inc("no_proxy")

@@ -67,6 +67,10 @@ type Options struct {
 	// they would leave through (destination side). A source without a route back through the TUN is
 	// refused: its SYN-ACK would leak elsewhere. Nil skips the check (tests with a fake TUN).
 	RouteBack func(src netip.Addr) (dev string, ok bool)
+	// Owns reports whether address src belongs to node (destination side): a flow is re-originated
+	// only from an address the node that opened it owns, so no member can open a flow as another.
+	// Nil skips the check (tests).
+	Owns func(node session.NodeID, src netip.Addr) bool
 	// KCP tunes the conversations; MaxFlows caps them (zero: defaults).
 	KCP      KCPConfig
 	MaxFlows int
@@ -227,6 +231,12 @@ func (p *Proxy) accept(src session.NodeID, req OpenRequest, st *Stream) {
 	id := FlowID{Src: req.Src, Dst: req.Dst}
 	if p.o.AllowInput == nil || !p.o.AllowInput(req.Dst.Addr()) {
 		p.refused.Add(1)
+		st.Refuse(RefusedPolicy)
+		return
+	}
+	if p.o.Owns != nil && !p.o.Owns(src, req.Src.Addr()) {
+		p.refused.Add(1)
+		p.log.Warn("proxied flow refused: its source address does not belong to the node that opened it", "flow", id.String(), "node", src)
 		st.Refuse(RefusedPolicy)
 		return
 	}
