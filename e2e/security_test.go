@@ -217,8 +217,12 @@ func TestSpoofedSourceRefused(t *testing.T) {
 			if got := counted(); got == 0 {
 				t.Fatal("alpha's own packet did not reach beta")
 			}
-			if mode == "kcp" {
+			if mode == "kcp" { // and alpha's own TCP flow goes through the proxy
+				opened := a.status().Proxy.FlowsOpened
 				runProbe(t, ha, 30*time.Second, "flood", "10.144.144.2:7810", "1", "4096")
+				if a.status().Proxy.FlowsOpened == opened {
+					t.Error("alpha's TCP flow to beta did not go through the KCP proxy")
+				}
 			}
 		})
 	}

@@ -343,18 +343,23 @@ const forgedLogEvery = 10 * time.Second
 
 // warnForged logs (rate-limited per neighbour) that a neighbour passed on a forged announcement.
 func (n *Node) warnForged(from *peer, err error) {
-	now := time.Now()
-	n.warnMu.Lock()
-	last := n.forgedAt[from.id]
-	ok := now.Sub(last) >= forgedLogEvery
-	if ok {
-		if n.forgedAt == nil {
-			n.forgedAt = map[session.NodeID]time.Time{}
-		}
-		n.forgedAt[from.id] = now
-	}
-	n.warnMu.Unlock()
-	if ok {
+	if n.warnDue(&n.forgedAt, from.id) {
 		n.log.Warn("dropped a forged announcement (not signed by its origin) passed on by node "+from.id.String(), "err", err)
 	}
+}
+
+// warnDue reports whether a warning about node, rate-limited by the map *last, may be logged now (once
+// per forgedLogEvery and node) and records it.
+func (n *Node) warnDue(last *map[session.NodeID]time.Time, node session.NodeID) bool {
+	now := time.Now()
+	n.warnMu.Lock()
+	defer n.warnMu.Unlock()
+	if now.Sub((*last)[node]) < forgedLogEvery {
+		return false
+	}
+	if *last == nil {
+		*last = map[session.NodeID]time.Time{}
+	}
+	(*last)[node] = now
+	return true
 }

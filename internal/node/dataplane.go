@@ -262,17 +262,16 @@ func (n *Node) receiveIP(from *peer, pkt []byte, ttl byte, ip []byte) []byte {
 		return nil
 	}
 	tab := n.table.Load()
-	if why := n.checkSource(tab, from.id, src); why != "" {
+	owner, why := n.checkSource(tab, src)
+	if why != "" {
 		n.drops.inc(why)
 		n.warnSpoofed(from.id, src, why)
 		return nil
 	}
 	if n.isLocal(dst) {
-		if r, ok := tab.Lookup(src); ok {
-			c := n.trafficOf(r.Node)
-			c.rxBytes.Add(uint64(length))
-			c.rxPackets.Add(1)
-		}
+		c := n.trafficOf(owner)
+		c.rxBytes.Add(uint64(length))
+		c.rxPackets.Add(1)
 		return pkt[:tunOffset+length]
 	}
 	if ttl <= 1 {
@@ -294,37 +293,28 @@ func (n *Node) receiveIP(from *peer, pkt []byte, ttl byte, ip []byte) []byte {
 	return nil
 }
 
-// checkSource decides whether an inner packet with source address src, received from direct peer from,
-// may be delivered or relayed; it returns the drop reason, or "" to accept. A source that is one of this
-// node's own addresses, or that belongs to no node of the mesh, is dropped. A source owned by another
-// node than from is accepted as relayed: the path a node's packets take to us is its own choice
-// (latency-based routes need not be symmetric), so until relayed traffic runs in end-to-end sessions a
-// member on the path can inject packets with another node's source one way (the replies go to the
-// real owner); README, threat model.
-func (n *Node) checkSource(tab *mesh.Table, from session.NodeID, src netip.Addr) string {
+// checkSource decides whether an inner packet with source address src, received from a direct peer,
+// may be delivered or relayed: it returns the node owning src, or the drop reason. A source that is one
+// of this node's own addresses, or that belongs to no node of the mesh, is dropped. A source owned by
+// another node than the peer is accepted as relayed: the path a node's packets take to us is its own
+// choice (latency-based routes need not be symmetric), so until relayed traffic runs in end-to-end
+// sessions a member on the path can inject packets with another node's source one way (the replies go
+// to the real owner); README, threat model.
+func (n *Node) checkSource(tab *mesh.Table, src netip.Addr) (owner session.NodeID, why string) {
 	if n.isLocal(src) {
-		return "src_spoofed" // our own address, from someone else
+		return 0, "src_spoofed" // our own address, from someone else
 	}
-	if _, ok := tab.Lookup(src); !ok {
-		return "src_unknown"
+	r, ok := tab.Lookup(src)
+	if !ok {
+		return 0, "src_unknown"
 	}
-	return ""
+	return r.Node, ""
 }
 
 // warnSpoofed logs, at most once per forgedLogEvery and peer, that peer sent a packet whose source it
 // does not own.
 func (n *Node) warnSpoofed(from session.NodeID, src netip.Addr, why string) {
-	now := time.Now()
-	n.warnMu.Lock()
-	ok := now.Sub(n.spoofedAt[from]) >= forgedLogEvery
-	if ok {
-		if n.spoofedAt == nil {
-			n.spoofedAt = map[session.NodeID]time.Time{}
-		}
-		n.spoofedAt[from] = now
-	}
-	n.warnMu.Unlock()
-	if ok {
+	if n.warnDue(&n.spoofedAt, from) {
 		n.log.Warn("dropped packets from node "+from.String()+" with a source address it does not own", "src", src, "reason", why)
 	}
 }

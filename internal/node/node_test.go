@@ -456,6 +456,25 @@ func TestSourceValidation(t *testing.T) {
 	}
 	waitDrop(t, b.n, "src_spoofed", before)
 
+	// The proxy's ownership rule (what b's proxy asks before it re-originates a flow): a's address
+	// belongs to a only, b's own address to nobody else, an unknown address to nobody.
+	for _, tt := range []struct {
+		node session.NodeID
+		addr string
+		want bool
+	}{
+		{a.n.self, "10.1.0.1", true}, {c.n.self, "10.1.0.1", false},
+		{c.n.self, "10.1.0.2", false}, {c.n.self, "10.9.9.9", false},
+	} {
+		before = dropsOf(b.n, "proxy_open_spoofed")
+		if got := b.n.owns(tt.node, netip.MustParseAddr(tt.addr)); got != tt.want {
+			t.Errorf("b: does node %v own %s? %v, want %v", tt.node, tt.addr, got, tt.want)
+		}
+		if counted := dropsOf(b.n, "proxy_open_spoofed") > before; counted == tt.want {
+			t.Errorf("b: proxy_open_spoofed counted %v for node %v and %s, want %v", counted, tt.node, tt.addr, !tt.want)
+		}
+	}
+
 	// The owners' own traffic passes.
 	for _, tn := range []*testNode{a, c} {
 		src := tn.n.cfg.IPv4.Addr().String()

@@ -70,19 +70,16 @@ func (n *Node) proxyRoute(dst netip.Addr) (session.NodeID, bool) {
 }
 
 // owns reports whether addr belongs to node by the routing table (the proxy re-originates a flow only
-// from an address the opening node owns).
+// from an address the opening node owns); a refusal is counted and warned about.
 func (n *Node) owns(node session.NodeID, addr netip.Addr) bool {
-	if n.isLocal(addr) {
-		n.drops.inc("proxy_open_spoofed")
-		return false
+	if !n.isLocal(addr) {
+		if r, ok := n.table.Load().Lookup(addr); ok && r.Node == node {
+			return true
+		}
 	}
-	r, ok := n.table.Load().Lookup(addr)
-	if !ok || r.Node != node {
-		n.drops.inc("proxy_open_spoofed")
-		n.warnSpoofed(node, addr, "proxy_open_spoofed")
-		return false
-	}
-	return true
+	n.drops.inc("proxy_open_spoofed")
+	n.warnSpoofed(node, addr, "proxy_open_spoofed")
+	return false
 }
 
 // wantsProxyTo reports whether a new TCP flow to dst goes over the proxy.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -728,5 +729,36 @@ func TestTransportMalformedFrame(t *testing.T) {
 	}
 	if err := readErrWithin(t, sa, time.Second); !errors.Is(err, ErrReset) {
 		t.Fatalf("A Read after B reset on a bad frame = %v, want ErrReset", err)
+	}
+}
+
+// TestAcceptRefusesForeignSource: the destination's accept refuses a flow whose source address the
+// opening node does not own (Options.Owns), before it dials anything; the opener's Open fails with
+// ErrRefused.
+func TestAcceptRefusesForeignSource(t *testing.T) {
+	type call struct {
+		node session.NodeID
+		src  netip.Addr
+	}
+	asked := make(chan call, 1)
+	p := &Proxy{log: slog.New(slog.DiscardHandler), o: Options{
+		AllowInput: func(netip.Addr) bool { return true },
+		Owns: func(node session.NodeID, src netip.Addr) bool {
+			asked <- call{node, src}
+			return false
+		},
+	}}
+	_, a, _ := pair(t, 0, 0, nil, p.accept)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := a.Open(ctx, nodeB, testReq)
+	if !errors.Is(err, ErrRefused) {
+		t.Fatalf("Open of a flow from a source node A does not own: %v, want ErrRefused", err)
+	}
+	if c := <-asked; c.node != nodeA || c.src != testReq.Src.Addr() {
+		t.Fatalf("Owns asked about %v from node %v, want %v from node %v", c.src, c.node, testReq.Src.Addr(), nodeA)
+	}
+	if got := p.refused.Load(); got != 1 {
+		t.Fatalf("refused counter %d, want 1", got)
 	}
 }
