@@ -202,6 +202,35 @@ func TestProxyConnectionSemantics(t *testing.T) {
 			return fmt.Sprintf("the reset connection did not go through the proxy: beta's counters before %+v, after %+v", before, now)
 		})
 	})
+	t.Run("client reset of a stalled flow is carried", func(t *testing.T) {
+		// The server never reads, so beta's pump for the client's bytes is blocked on a shut window
+		// when the client resets; the reset must still reach the server and free the flow on both
+		// nodes, not wait for a window that never opens.
+		const stallAddr, port = "10.144.144.1:7201", 41201
+		src := fmt.Sprintf("10.144.144.2:%d", port)
+		startProbe(t, ha, "stall-server", stallAddr)
+		x, _, upB := stallFlow(t, a, b, hb, stallAddr, port)
+		serverConns := func() string {
+			return strings.TrimSpace(ha.Run(t, "ss", "-Htn", "state", "established", "src", stallAddr, "dst", src))
+		}
+		if serverConns() == "" {
+			t.Fatalf("the stall server holds no connection from %s before the reset", src)
+		}
+		before := b.status().Proxy.FlowsReset
+		x.Kill()                  // the client's socket has linger 0: its kernel sends a RST
+		const bound = time.Second // asserted with a 3x margin
+		took := waitFor(t, 3*bound, func() bool {
+			return !flowListed(a, src) && !flowListed(b, src) && serverConns() == ""
+		}, func() string {
+			return fmt.Sprintf("client reset not carried: flow listed on alpha %v, on beta %v; server's connection %q",
+				flowListed(a, src), flowListed(b, src), serverConns())
+		})
+		if got := b.status().Proxy.FlowsReset - before; got < 1 {
+			t.Errorf("beta counted %d proxied flows reset, want 1", got)
+		}
+		t.Logf("client reset a flow stalled with %d bytes in beta's hands: gone on both nodes and at the server after %v",
+			upB, took.Round(time.Millisecond))
+	})
 	if st := a.status().Proxy; st.FlowsOpened == 0 {
 		t.Errorf("alpha opened no proxied flows: %+v", st)
 	}

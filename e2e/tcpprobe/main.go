@@ -588,6 +588,11 @@ func push(addr string) error {
 		return err
 	}
 	defer c.Close()
+	// Linger 0: when the process is killed, its connection is reset at once instead of living on as
+	// an orphan that keeps probing the closed window of a server that never reads.
+	if err := c.SetLinger(0); err != nil {
+		return err
+	}
 	fmt.Printf("connected, congestion control %s\n", congestionOf(c))
 	buf := make([]byte, 64<<10)
 	var total int64

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -67,6 +68,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) newNotify(fn func(waiter.EventMask)) (register, unregister func()) {
 	e := waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, fn)
 	return func() { c.wq.EventRegister(&e) }, func() { c.wq.EventUnregister(&e) }
+}
+
+// reset reports whether the connection was reset by its peer or failed (netstack's error state).
+// A pump blocked writing this connection's bytes into a stream whose window is shut would not see the
+// reset by reading, so the flow asks this on every event.
+func (c *Conn) reset() bool {
+	return tcp.EndpointState(c.ep.State()) == tcp.StateError
 }
 
 func (c *Conn) canRead() bool {

@@ -6,7 +6,8 @@ package proxy
 // its two ends.
 //
 //	source readable (netstack waiter callback, or the stream's notify) -> kick: start the pump's
-//	goroutine unless it runs; the peer node's reset fails the flow at once
+//	goroutine unless it runs; a reset from either end (the kernel peer's RST, the peer node's reset)
+//	fails the flow at once
 //	pump: borrow a 64 KiB buffer -> tryRead -> Write to the other end (this may wait: the peer's
 //	      window or netstack's send buffer is full) -> ... until tryRead would block -> give the buffer
 //	      back and end; a kick that came meanwhile makes it go round again, so none is lost
@@ -18,6 +19,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -83,11 +85,16 @@ func (p *Proxy) startFlow(id FlowID, side string, peer session.NodeID, conn *Con
 	}
 	f.left.Store(2)
 	p.wg.Add(1)
-	// The peer node's reset fails the flow at once: the pump of the stream's direction may be blocked
-	// writing into the netstack connection (its kernel peer stopped reading) and would not see it. A
-	// kernel peer's RST needs nothing extra: the connection's own pump reads the error and fails the
-	// flow, which aborts the stream and unblocks any write into the connection.
-	register, unreg := conn.newNotify(func(waiter.EventMask) { connPump.kick() })
+	// A reset fails the flow at once, from either end: the pump reading the reset end may be blocked
+	// writing into the other (a stream whose window the far service keeps shut, or a netstack
+	// connection whose kernel peer stopped reading) and would not see the reset by reading. Failing
+	// aborts the stream and the connection, which unblocks both pumps.
+	register, unreg := conn.newNotify(func(waiter.EventMask) {
+		if conn.reset() {
+			go f.fail("reset", syscall.ECONNRESET)
+		}
+		connPump.kick()
+	})
 	f.unreg = unreg
 	register()
 	st.setNotify(func(reset bool) {
