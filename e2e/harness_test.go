@@ -44,6 +44,17 @@ func runMain(m *testing.M) int {
 		}
 	}
 	if os.Geteuid() == 0 {
+		// A missing tool would surface as a misleading failure ("no ping reply"); name it instead.
+		var missing []string
+		for _, tool := range []string{"ip", "nft", "ping", "nc", "socat", "redis-server", "ethtool", "curl", "ss", "sysctl"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				missing = append(missing, tool)
+			}
+		}
+		if len(missing) > 0 {
+			fmt.Fprintf(os.Stderr, "e2e: missing tools %v: run scripts/install-deps.sh (make deps)\n", missing)
+			return 1
+		}
 		// Debris of a killed earlier run would collide with nothing (names are random) but wastes memory.
 		_ = netlab.SweepAll()
 	}
