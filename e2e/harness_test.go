@@ -86,6 +86,10 @@ type nodeOpts struct {
 	extra  []string
 	secret string
 	key    string // node.key contents to start with (hex private key); "" lets the node make one
+	// Certificate mode: the CA's certificate file and the directory of this node's node.crt and
+	// node.key (from weft cert sign); --ipv4 is then left to default to the certificate's.
+	ca, certDir string
+	noSecret    bool // run without --network-secret (certificate mode derives the network key from the CA)
 }
 
 // startNode runs `weft up` in host h and waits until its control socket answers.
@@ -106,8 +110,15 @@ func startNode(t *testing.T, h *netlab.Host, name string, o nodeOpts) *weftNode 
 	if secret == "" {
 		secret = testSecret
 	}
-	n.args = []string{"up", "--network-name", testNetwork, "--network-secret", secret, "--ipv4", o.ip,
-		"--hostname", name, "--control", n.sock, "--state-dir", n.state, "--log-level", "debug"}
+	n.args = []string{"up", "--network-name", testNetwork, "--hostname", name, "--control", n.sock, "--state-dir", n.state, "--log-level", "debug"}
+	if !o.noSecret {
+		n.args = append(n.args, "--network-secret", secret)
+	}
+	if o.certDir != "" {
+		n.args = append(n.args, "--ca", o.ca, "--cert", filepath.Join(o.certDir, "node.crt"), "--cert-key", filepath.Join(o.certDir, "node.key"))
+	} else {
+		n.args = append(n.args, "--ipv4", o.ip)
+	}
 	if len(o.listen) == 0 {
 		o.listen = []string{"udp://0.0.0.0:11010"}
 	}

@@ -34,7 +34,7 @@ Run a node with 'weft up'; inspect it with 'weft status', 'weft peers' and 'weft
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(newUpCommand(), newStatusCommand(), newPeersCommand(), newRoutesCommand(), newProxyCommand(), newDemoCommand(), newVersionCommand())
+	root.AddCommand(newUpCommand(), newStatusCommand(), newPeersCommand(), newRoutesCommand(), newProxyCommand(), newCertCommand(), newDemoCommand(), newVersionCommand())
 	return root
 }
 

@@ -7,10 +7,17 @@
 //	  the victim's only neighbour) under its own signature with the victim's origin, and the victim's
 //	  real announcement (passed on by the node) with a huge sequence number. It prints one line,
 //	  "sent N", and exits 0; whether the attack failed is for the test to check on the node.
+//
+//	hostile -peer ADDR -ca ca.crt -cert node.crt -cert-key node.key -ipv4 10.144.144.5/24 \
+//	        claim-ip -ip 10.144.144.4/24 -to 10.144.144.1:7000
+//	  certificate mode: joins with its own valid certificate (which lists -ipv4), then announces -ip,
+//	  which the certificate does not list (under its own signature, with its certificate), and sends
+//	  -count UDP datagrams from -ip to -to through the session. Prints "sent N".
 package main
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,12 +26,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/weft-vpn/weft/internal/cert"
 	"github.com/weft-vpn/weft/internal/mesh"
 	"github.com/weft-vpn/weft/internal/session"
 )
 
 // Inner message types of internal/node (wire.go), repeated here: the tool speaks the protocol from outside.
 const (
+	msgIP        = 1
 	msgAnnounce  = 4
 	helloVersion = 1
 )
@@ -43,15 +52,36 @@ func run() error {
 	ipv4 := flag.String("ipv4", "10.144.144.66/24", "virtual address this member claims")
 	hostname := flag.String("hostname", "mallory", "hostname this member claims")
 	count := flag.Int("count", 50, "packets per attack")
+	caFile := flag.String("ca", "", "certificate mode: the network CA's certificate (the network key derives from it)")
+	certFile := flag.String("cert", "", "certificate mode: this member's certificate, sent in the handshake and announcements")
+	keyFile := flag.String("cert-key", "", "certificate mode: this member's key")
 	flag.Parse()
 	if flag.NArg() < 1 {
-		return errors.New("usage: hostile [flags] forge-announce -victim NODEID")
+		return errors.New("usage: hostile [flags] forge-announce -victim NODEID | claim-ip -ip ADDR/PREFIX -to ADDR:PORT")
 	}
 	id, err := session.GenerateIdentity()
 	if err != nil {
 		return err
 	}
-	m, err := join(id, *name, *secret, *peerAddr, netip.MustParsePrefix(*ipv4), *hostname)
+	var crt []byte
+	if *caFile != "" {
+		ca, err := cert.ReadFile(*caFile)
+		if err != nil {
+			return err
+		}
+		if *secret == "" {
+			*secret = "weft-ca:" + hex.EncodeToString(ca.PublicKey[:]) // as a node without a network secret
+		}
+		c, err := cert.ReadFile(*certFile)
+		if err != nil {
+			return err
+		}
+		crt = c.Raw()
+		if id, err = session.LoadIdentityFile(*keyFile); err != nil {
+			return err
+		}
+	}
+	m, err := join(id, *name, *secret, *peerAddr, netip.MustParsePrefix(*ipv4), *hostname, crt)
 	if err != nil {
 		return err
 	}
@@ -71,6 +101,25 @@ func run() error {
 		}
 		fmt.Println("sent", n)
 		return nil
+	case "claim-ip":
+		fs := flag.NewFlagSet("claim-ip", flag.ExitOnError)
+		ip := fs.String("ip", "", "the address to claim, ADDR/PREFIX")
+		to := fs.String("to", "", "where to send UDP from it, ADDR:PORT")
+		fs.Parse(flag.Args()[1:])
+		claimed, err := netip.ParsePrefix(*ip)
+		if err != nil {
+			return err
+		}
+		dst, err := netip.ParseAddrPort(*to)
+		if err != nil {
+			return err
+		}
+		n, err := m.claimIP(claimed, dst, crt, *count)
+		if err != nil {
+			return err
+		}
+		fmt.Println("sent", n)
+		return nil
 	}
 	return fmt.Errorf("unknown attack %q", flag.Arg(0))
 }
@@ -83,7 +132,7 @@ type member struct {
 }
 
 // join runs the handshake with the node at addr, as initiator.
-func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostname string) (*member, error) {
+func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostname string, crt []byte) (*member, error) {
 	ua, err := net.ResolveUDPAddr("udp4", addr)
 	if err != nil {
 		return nil, err
@@ -112,7 +161,7 @@ func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostn
 			if t, ok := session.PacketType(buf[:k]); !ok || t != session.TypeHandshakeResp {
 				continue
 			}
-			kp, msg3, _, err := ini.Finish(buf[:k], hello(ip, hostname))
+			kp, msg3, _, err := ini.Finish(buf[:k], hello(ip, hostname, crt))
 			if err != nil {
 				return nil, fmt.Errorf("handshake with %s: %w", addr, err)
 			}
@@ -127,12 +176,18 @@ func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostn
 	return nil, fmt.Errorf("no handshake response from %s", addr)
 }
 
-// hello is node/wire.go's handshake payload: version | ipv4 [4] | prefix len | hostname len | hostname.
-func hello(ip netip.Prefix, hostname string) []byte {
+// hello is node/wire.go's handshake payload: version | ipv4 [4] | prefix len | hostname len | hostname
+// [| cert len u16 | certificate].
+func hello(ip netip.Prefix, hostname string, crt []byte) []byte {
 	a := ip.Addr().As4()
 	b := append([]byte{helloVersion}, a[:]...)
 	b = append(b, byte(ip.Bits()), byte(len(hostname)))
-	return append(b, hostname...)
+	b = append(b, hostname...)
+	if len(crt) > 0 {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(crt)))
+		b = append(b, crt...)
+	}
+	return b
 }
 
 // send seals one inner message into the session.
@@ -204,4 +259,55 @@ func (m *member) forgeAnnounce(victim session.NodeID, count int) (int, error) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	return sent, nil
+}
+
+// claimIP announces claimed (with this member's certificate, which does not list it) and sends count
+// UDP datagrams from it to dst through the session.
+func (m *member) claimIP(claimed netip.Prefix, dst netip.AddrPort, crt []byte, count int) (int, error) {
+	a := mesh.Announce{
+		Origin: m.signer.NodeID(), Seq: uint64(time.Now().UnixNano()), Hostname: "mallory", IPv4: claimed, Cert: crt,
+		Neighbors: []mesh.Neighbor{{ID: m.kp.PeerID(), CostUS: 1000}},
+	}
+	if err := a.Sign(m.signer); err != nil {
+		return 0, err
+	}
+	if err := m.send(append([]byte{msgAnnounce}, a.Wire()...)); err != nil {
+		return 0, err
+	}
+	time.Sleep(200 * time.Millisecond)
+	sent := 0
+	for i := 0; i < count; i++ {
+		pkt := udpPacket(claimed.Addr(), dst, []byte(fmt.Sprintf("from-%s-%d\n", claimed.Addr(), i)))
+		if err := m.send(append([]byte{msgIP, 16}, pkt...)); err != nil {
+			return sent, err
+		}
+		sent++
+		time.Sleep(5 * time.Millisecond)
+	}
+	return sent, nil
+}
+
+// udpPacket builds an IPv4/UDP datagram from src:40000 to dst with a valid header checksum (UDP
+// checksum 0: none).
+func udpPacket(src netip.Addr, dst netip.AddrPort, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8], p[9] = 64, 17
+	s, d := src.As4(), dst.Addr().As4()
+	copy(p[12:], s[:])
+	copy(p[16:], d[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(p[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(p[10:], ^uint16(sum))
+	binary.BigEndian.PutUint16(p[20:], 40000)
+	binary.BigEndian.PutUint16(p[22:], dst.Port())
+	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	return p
 }

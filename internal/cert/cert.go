@@ -301,3 +301,46 @@ func (c *Cert) Describe() string {
 	fmt.Fprintf(&b, "issuer key:  %s\n", Fingerprint(c.Issuer))
 	return b.String()
 }
+
+// Checker accepts what a network's CA certifies: a node's certificate, matched against the signing
+// key the node proved in its handshake or signed its announcement with, and against the addresses it
+// claims.
+type Checker struct {
+	CA *Cert
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Check decodes and verifies raw, the certificate a node presented, and checks that it belongs to the
+// node with signingKey and lists ipv4 (address and prefix) and every one of subnets. The error says
+// what is wrong in words an operator can act on.
+func (k *Checker) Check(raw []byte, signingKey [keyLen]byte, ipv4 netip.Prefix, subnets []netip.Prefix) (*Cert, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("node %v presents no certificate (this network runs in certificate mode: give it --ca, --cert and --cert-key)",
+			session.NodeIDOf(signingKey))
+	}
+	c, err := Decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if k.Now != nil {
+		now = k.Now()
+	}
+	if err := c.Verify(k.CA, now); err != nil {
+		return nil, err
+	}
+	if c.PublicKey != signingKey {
+		return nil, fmt.Errorf("node %v presents the certificate of node %v (%q)", session.NodeIDOf(signingKey), session.NodeIDOf(c.PublicKey), c.Name)
+	}
+	if ipv4 != c.IPv4 {
+		return nil, fmt.Errorf("node %q (%v) uses %v, its certificate lists %v", c.Name, session.NodeIDOf(signingKey), ipv4, c.IPv4)
+	}
+	for _, s := range subnets {
+		if !c.Covers(s) {
+			return nil, fmt.Errorf("node %q (%v) exposes subnet %v, which its certificate does not list (it lists %v)",
+				c.Name, session.NodeIDOf(signingKey), s, c.Subnets)
+		}
+	}
+	return c, nil
+}

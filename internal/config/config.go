@@ -31,6 +31,12 @@ type Config struct {
 	NetworkName   string // --network-name: shared by every node of the mesh
 	NetworkSecret string // --network-secret, $WEFT_NETWORK_SECRET or --network-secret-file
 
+	// Certificate mode (all three or none): the network CA's certificate, this node's certificate and
+	// its key. Without --network-secret the network key derives from the CA's key.
+	CA      string // --ca
+	Cert    string // --cert
+	CertKey string // --cert-key
+
 	IPv4 netip.Prefix // --ipv4: this node's virtual address with the mesh prefix length, e.g. 10.144.144.1/24
 
 	Dev string // --dev: TUN interface name

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/weft-vpn/weft/internal/cert"
 )
 
 // Flags holds the `weft up` flags registered on a FlagSet. Call Resolve after the FlagSet is parsed.
@@ -45,12 +47,14 @@ func RegisterFlags(fs *pflag.FlagSet) *Flags {
 func (f *Flags) Resolve(getenv func(string) string) (Config, error) {
 	merged := layer{Config: Default()}
 	merged.Control, merged.StateDir = "", "" // derived from the final Dev below unless given
+	hostnameGiven := false                   // else certificate mode takes the certificate's name
 
 	if path := f.values.ConfigFile; path != "" {
 		file, defined, err := loadFile(path, f.settings)
 		if err != nil {
 			return Config{}, err
 		}
+		hostnameGiven = defined["hostname"]
 		fileName := func(s setting) string { return s.key }
 		if err := merged.merge(f.settings, &file, defined, fileName); err != nil {
 			return Config{}, fmt.Errorf("config file %s: %w", path, err)
@@ -81,6 +85,7 @@ func (f *Flags) Resolve(getenv func(string) string) (Config, error) {
 	for _, s := range f.settings {
 		changed[s.flag] = f.fs.Changed(s.flag)
 	}
+	hostnameGiven = hostnameGiven || changed["hostname"]
 	flagName := func(s setting) string { return "--" + s.flag }
 	if err := merged.merge(f.settings, f.values, changed, flagName); err != nil {
 		return Config{}, err
@@ -94,6 +99,20 @@ func (f *Flags) Resolve(getenv func(string) string) (Config, error) {
 		merged.NetworkSecret = secret
 	}
 	c := merged.Config
+	if c.Cert != "" {
+		// Certificate mode: the address and name default to the certificate's (node.Run checks that
+		// what is used is what the certificate lists).
+		crt, err := cert.ReadFile(c.Cert)
+		if err != nil {
+			return Config{}, fmt.Errorf("--cert: %w", err)
+		}
+		if !c.IPv4.IsValid() {
+			c.IPv4 = crt.IPv4
+		}
+		if !hostnameGiven {
+			c.Hostname = crt.Name
+		}
+	}
 	if c.Control == "" {
 		c.Control = defaultControl(c.Dev)
 	}

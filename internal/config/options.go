@@ -49,10 +49,16 @@ func settings() []setting {
 		scalar(stringCodec(), "network-name", "`NAME` of the mesh, the same on every node",
 			func(l *layer) *string { return &l.NetworkName }).withDefault("(required)"),
 		scalar(stringCodec(), "network-secret", "shared `SECRET` of the mesh; prefer the environment or --network-secret-file, as flags show in ps",
-			func(l *layer) *string { return &l.NetworkSecret }).withDefault("(required)").withEnv(EnvNetworkSecret).
+			func(l *layer) *string { return &l.NetworkSecret }).withDefault("(required; optional with --ca)").withEnv(EnvNetworkSecret).
 			excluding("network-secret-file").hidden(),
 		scalar(stringCodec(), "network-secret-file", "read the network secret from this `FILE` (one trailing newline is ignored)",
 			func(l *layer) *string { return &l.NetworkSecretFile }).excluding("network-secret").asInput().fileRelative(),
+		scalar(stringCodec(), "ca", "certificate mode: the network CA's certificate `FILE` (ca.crt of weft cert ca); peers are accepted only with a certificate it signed; needs --cert and --cert-key",
+			func(l *layer) *string { return &l.CA }).fileRelative(),
+		scalar(stringCodec(), "cert", "certificate mode: this node's certificate `FILE` (node.crt of weft cert sign); --ipv4 defaults to its address, --hostname to its name",
+			func(l *layer) *string { return &l.Cert }).fileRelative(),
+		scalar(stringCodec(), "cert-key", "certificate mode: this node's key `FILE` (node.key of weft cert sign), used instead of the identity in --state-dir",
+			func(l *layer) *string { return &l.CertKey }).fileRelative(),
 		scalar(prefixCodec("ADDR/PREFIX", "10.144.144.1/24"), "ipv4", "this node's virtual IPv4 address and mesh prefix, e.g. 10.144.144.1/24",
 			func(l *layer) *netip.Prefix { return &l.IPv4 }).withDefault("(required)"),
 		scalar(stringCodec(), "dev", "`NAME` of the TUN interface",

@@ -32,9 +32,11 @@ func (c Config) Validate() error {
 	if c.NetworkName == "" {
 		add(errors.New("--network-name is required: give the name every node of this mesh shares, e.g. --network-name home"))
 	}
-	if c.NetworkSecret == "" {
-		add(errors.New("--network-secret is required: pass --network-secret, set " + EnvNetworkSecret + " or use --network-secret-file"))
+	if c.NetworkSecret == "" && c.CA == "" {
+		add(errors.New("--network-secret is required: pass --network-secret, set " + EnvNetworkSecret + " or use --network-secret-file " +
+			"(or run in certificate mode with --ca, --cert and --cert-key)"))
 	}
+	add(c.checkCertFlags())
 	add(checkIPv4(c.IPv4))
 	add(checkDev(c.Dev))
 	if c.MTU < MinMTU || c.MTU > MaxMTU {
@@ -68,6 +70,21 @@ func (c Config) Validate() error {
 		add(fmt.Errorf("--kcp-resend %d: must be 0 (off) or more", c.KCP.Resend))
 	}
 	return errors.Join(errs...)
+}
+
+// checkCertFlags: certificate mode takes --ca, --cert and --cert-key together.
+func (c Config) checkCertFlags() error {
+	given := map[string]bool{"--ca": c.CA != "", "--cert": c.Cert != "", "--cert-key": c.CertKey != ""}
+	var missing []string
+	for _, f := range []string{"--ca", "--cert", "--cert-key"} {
+		if !given[f] {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) == 0 || len(missing) == 3 {
+		return nil
+	}
+	return fmt.Errorf("certificate mode needs --ca, --cert and --cert-key together: %s missing", strings.Join(missing, " and "))
 }
 
 func (c Config) checkHostname() error {

@@ -54,6 +54,9 @@ type Announce struct {
 	ProxyIn   bool
 	Subnets   []Subnet
 	Neighbors []Neighbor
+	// Cert is the origin's certificate in certificate mode (cert package encoding), empty otherwise.
+	// DecodeAnnounce checks only its size; a node in certificate mode verifies it (cert.Checker).
+	Cert []byte
 	// SigningKey is the origin's signing public key (set by Sign, checked by DecodeAnnounce).
 	SigningKey [session.SigningKeyLen]byte
 
@@ -61,7 +64,8 @@ type Announce struct {
 }
 
 const (
-	announceVersion = 2 // 2: signed
+	announceVersion = 3 // 2: signed; 3: with the origin's certificate
+	maxCert         = 4096
 	maxHostname     = 255
 	maxSubnets      = 255
 	maxNeighbors    = 4096
@@ -83,7 +87,7 @@ var (
 //
 //	version u8 | origin u64 | seq u64 | flags u8 | ipv4 [4] | prefix len u8 | hostname len u8 | hostname |
 //	subnet count u8 | { addr [4] | len u8 | flags u8 } ... | neighbour count u16 | { id u64 | cost u32 } ... |
-//	signing key [32] | Ed25519 signature [64] of everything before it
+//	certificate len u16 | certificate | signing key [32] | Ed25519 signature [64] of everything before it
 func (a *Announce) Sign(s *session.Signer) error {
 	if s.NodeID() != a.Origin {
 		return fmt.Errorf("sign announce of node %v with the key of node %v", a.Origin, s.NodeID())
@@ -105,9 +109,9 @@ func (a *Announce) Wire() []byte { return a.wire }
 
 // appendBody appends the encoding of a up to (not including) its signing key.
 func (a *Announce) appendBody(b []byte) ([]byte, error) {
-	if len(a.Hostname) > maxHostname || len(a.Subnets) > maxSubnets || len(a.Neighbors) > maxNeighbors {
-		return b, fmt.Errorf("announce too large: hostname %d bytes, %d subnets, %d neighbours",
-			len(a.Hostname), len(a.Subnets), len(a.Neighbors))
+	if len(a.Hostname) > maxHostname || len(a.Subnets) > maxSubnets || len(a.Neighbors) > maxNeighbors || len(a.Cert) > maxCert {
+		return b, fmt.Errorf("announce too large: hostname %d bytes, %d subnets, %d neighbours, certificate %d bytes",
+			len(a.Hostname), len(a.Subnets), len(a.Neighbors), len(a.Cert))
 	}
 	if !a.IPv4.Addr().Is4() {
 		return b, fmt.Errorf("announce: virtual address %v is not IPv4", a.IPv4)
@@ -144,7 +148,8 @@ func (a *Announce) appendBody(b []byte) ([]byte, error) {
 		b = binary.BigEndian.AppendUint64(b, uint64(n.ID))
 		b = binary.BigEndian.AppendUint32(b, n.CostUS)
 	}
-	return b, nil
+	b = binary.BigEndian.AppendUint16(b, uint16(len(a.Cert)))
+	return append(b, a.Cert...), nil
 }
 
 // reader is a bounds-checked cursor over a byte slice; after the first short read every read returns
@@ -230,6 +235,11 @@ func DecodeAnnounce(b []byte) (Announce, error) {
 	for i := 0; i < nn && !r.bad; i++ {
 		id := session.NodeID(r.u64())
 		a.Neighbors = append(a.Neighbors, Neighbor{ID: id, CostUS: r.u32()})
+	}
+	if nc := int(r.u16()); nc > maxCert {
+		return Announce{}, fmt.Errorf("%w: certificate of %d bytes", ErrMalformedAnnounce, nc)
+	} else if nc > 0 {
+		a.Cert = bytes.Clone(r.take(nc))
 	}
 	if k := r.take(session.SigningKeyLen); k != nil {
 		a.SigningKey = [session.SigningKeyLen]byte(k)

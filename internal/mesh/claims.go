@@ -37,6 +37,7 @@ type Claim struct {
 // Claims is the set of first claims, backed by a JSON file. It is safe for concurrent use.
 type Claims struct {
 	path string
+	hold time.Duration // ClaimHold unless SetHold changed it
 
 	mu sync.Mutex
 	m  map[netip.Addr]Claim
@@ -46,7 +47,7 @@ type Claims struct {
 // claims in memory only. A corrupt file (say, cut short by a power loss) is moved aside to path +
 // ".corrupt" and the claims start empty: then warning says so, and the node should log it.
 func LoadClaims(path string) (c *Claims, warning, err error) {
-	c = &Claims{path: path, m: map[netip.Addr]Claim{}}
+	c = &Claims{path: path, hold: ClaimHold, m: map[netip.Addr]Claim{}}
 	if path == "" {
 		return c, nil, nil
 	}
@@ -65,6 +66,16 @@ func LoadClaims(path string) (c *Claims, warning, err error) {
 		return c, fmt.Errorf("address claims file %s was corrupt (%v); moved it to %s and started over: each virtual IP goes to the node seen claiming it first from now on", path, jerr, path+".corrupt"), nil
 	}
 	return c, nil, nil
+}
+
+// SetHold changes how long a claim outlives its holder's last announcement (ClaimHold by default). In
+// certificate mode the CA decides who owns an address and claims only settle duplicates among nodes
+// present at the same time: a hold of 0 releases an address as soon as its holder is gone, so a node
+// with a reissued certificate is not held off by its old self.
+func (c *Claims) SetHold(d time.Duration) {
+	c.mu.Lock()
+	c.hold = d
+	c.mu.Unlock()
 }
 
 // Observe records the virtual IPs of anns at time now: a first claim for an address nobody holds (or
@@ -92,7 +103,7 @@ func (c *Claims) Observe(anns []Announce, now time.Time) bool {
 				c.m[ip] = cl
 				changed = true
 			}
-		case present, now.Sub(cl.Last) >= ClaimHold:
+		case present, now.Sub(cl.Last) >= c.hold:
 			delete(c.m, ip)
 			changed = true
 		}

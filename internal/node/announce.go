@@ -34,6 +34,7 @@ func (n *Node) ownAnnounce() mesh.Announce {
 		Hostname: n.cfg.Hostname,
 		IPv4:     n.cfg.IPv4,
 		ProxyIn:  !n.cfg.NoProxyInput,
+		Cert:     n.ownCert(),
 	}
 	for _, s := range n.cfg.Subnet {
 		a.Subnets = append(a.Subnets, mesh.Subnet{Prefix: s, Proxy: !n.cfg.NoProxyInput && !n.cfg.KernelForwardOnly})
@@ -144,6 +145,14 @@ func (n *Node) receiveAnnounce(from *peer, b []byte) {
 	}
 	if a.Origin == n.self {
 		return // our own, echoed back by the flood; ours is authoritative
+	}
+	if err := n.checkAnnounceCert(a); err != nil {
+		// Certificate mode: an origin may announce only what its certificate lists.
+		n.drops.inc("announce_uncertified")
+		if n.warnDue(&n.uncertAt, from.id) {
+			n.log.Warn("dropped an announcement whose certificate does not cover it, passed on by node "+from.id.String(), "err", err)
+		}
+		return
 	}
 	if n.db.Update(a, time.Now()) {
 		n.flood(a, from.id)
@@ -359,6 +368,14 @@ func (n *Node) warnDue(last *map[session.NodeID]time.Time, node session.NodeID) 
 	}
 	if *last == nil {
 		*last = map[session.NodeID]time.Time{}
+	}
+	if len(*last) >= 1024 {
+		// Node IDs come from the network: keep only the entries that still silence a warning.
+		for id, t := range *last {
+			if now.Sub(t) >= forgedLogEvery {
+				delete(*last, id)
+			}
+		}
 	}
 	(*last)[node] = now
 	return true

@@ -241,6 +241,8 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 		n.receiveAnnounce(p, pt[1:])
 	case msgKCP:
 		n.receiveKCP(p, pkt, pt)
+	case msgRefused:
+		n.receiveRefused(p, pt[1:min(len(pt), 513)])
 	default:
 		n.drops.inc("malformed")
 	}

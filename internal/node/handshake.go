@@ -127,8 +127,13 @@ func (n *Node) handleInit(pkt []byte, from underlay.Link) {
 			a := from.RemoteAddr().Addr()
 			if t, ok := n.mismatchAt[a]; !ok || time.Since(t) > 10*time.Second {
 				n.mismatchAt[a] = time.Now()
+				hint := ""
+				if n.certs != nil && n.cfg.NetworkSecret == "" {
+					hint = " (in certificate mode without a network secret: another --ca)"
+				}
 				n.log.Warn("network name or secret mismatch from " + from.RemoteAddr().String() +
-					": a node tried to join with another --network-name or --network-secret (or runs a weft release with another protocol version); no session")
+					": a node tried to join with another --network-name or --network-secret" + hint +
+					" (or runs a weft release with another protocol version); no session")
 			}
 		} else {
 			n.drops.inc("malformed")

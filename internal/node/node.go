@@ -111,6 +111,8 @@ type Node struct {
 	// signer signs this node's announcements; its key is bound to the Noise key in every handshake.
 	signer *session.Signer
 	hello  []byte
+	// certs is what certificate mode checks peers and announcements against; nil in shared-secret mode.
+	certs *certMode
 
 	dev       tun.Device
 	tr        *underlay.Transport
@@ -141,6 +143,9 @@ type Node struct {
 	warnings  map[string]string            // key -> text
 	forgedAt  map[session.NodeID]time.Time // last warning about a forged announcement, per neighbour
 	spoofedAt map[session.NodeID]time.Time // last warning about spoofed sources, per direct peer
+	refusedAt map[session.NodeID]time.Time // last warning about a peer this node refused
+	refusedBy map[session.NodeID]time.Time // last warning about a peer that refused this node
+	uncertAt  map[session.NodeID]time.Time // last warning about an uncertified announcement, per neighbour
 
 	traffic   sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
 	dialAddrs sync.Map // config.URI -> netip.Addr, the last address each --peer resolved to
@@ -197,25 +202,29 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer ln.Close()
 
-	n.id, err = session.LoadOrCreateIdentity(cfg.StateDir)
+	creds, err := loadCredentials(cfg, time.Now())
 	if err != nil {
-		return fmt.Errorf("node identity: %w", err)
+		return err
 	}
+	n.id, n.certs = creds.id, creds.certs
 	n.signer = n.id.Signer()
 	n.self = n.signer.NodeID()
 	n.scfg = session.Config{
 		Identity:    n.id,
 		Signer:      n.signer,
-		PSK:         session.DerivePSK(cfg.NetworkName, cfg.NetworkSecret),
+		PSK:         creds.psk,
 		AESHardware: session.HasAESHardware(),
 	}
 	// Argon2id used 64 MiB once; give it back to the system rather than carry it as resident memory.
 	debug.FreeOSMemory()
-	n.hello = hello{IPv4: cfg.IPv4, Hostname: cfg.Hostname}.marshal()
+	n.hello = hello{IPv4: cfg.IPv4, Hostname: cfg.Hostname, Cert: n.ownCert()}.marshal()
 	n.db = mesh.NewDB(n.self)
 	var warning error
 	if n.claims, warning, err = mesh.LoadClaims(filepath.Join(cfg.StateDir, claimsFile)); err != nil {
 		return err
+	}
+	if n.certs != nil {
+		n.claims.SetHold(0) // the CA decides ownership; claims only settle duplicates present together
 	}
 	if warning != nil {
 		n.log.Warn(warning.Error())

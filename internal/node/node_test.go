@@ -269,12 +269,17 @@ func TestGarbageAndLeaks(t *testing.T) {
 }
 
 func TestHelloRoundTrip(t *testing.T) {
-	h := hello{IPv4: netip.MustParsePrefix("10.144.144.7/24"), Hostname: "gamma"}
-	got, err := parseHello(h.marshal())
-	if err != nil || got != h {
-		t.Fatalf("round trip: %+v, %v", got, err)
+	for _, h := range []hello{
+		{IPv4: netip.MustParsePrefix("10.144.144.7/24"), Hostname: "gamma"},
+		{IPv4: netip.MustParsePrefix("10.144.144.7/24"), Hostname: "gamma", Cert: []byte("WCRT certificate bytes")},
+	} {
+		got, err := parseHello(h.marshal())
+		if err != nil || got.IPv4 != h.IPv4 || got.Hostname != h.Hostname || !bytes.Equal(got.Cert, h.Cert) {
+			t.Fatalf("round trip of %+v: %+v, %v", h, got, err)
+		}
 	}
-	for _, bad := range [][]byte{nil, {1}, {2, 10, 0, 0, 1, 24, 0}, {1, 10, 0, 0, 1, 40, 0}, {1, 10, 0, 0, 1, 24, 5, 'a'}} {
+	for _, bad := range [][]byte{nil, {1}, {2, 10, 0, 0, 1, 24, 0}, {1, 10, 0, 0, 1, 40, 0}, {1, 10, 0, 0, 1, 24, 5, 'a'},
+		{1, 10, 0, 0, 1, 24, 0, 0}, {1, 10, 0, 0, 1, 24, 0, 0, 0}, {1, 10, 0, 0, 1, 24, 0, 0, 2, 'x'}} {
 		if _, err := parseHello(bad); err == nil {
 			t.Errorf("parseHello(%x) accepted", bad)
 		}
@@ -283,6 +288,7 @@ func TestHelloRoundTrip(t *testing.T) {
 
 func FuzzParseHello(f *testing.F) {
 	f.Add(hello{IPv4: netip.MustParsePrefix("10.0.0.1/24"), Hostname: "x"}.marshal())
+	f.Add(hello{IPv4: netip.MustParsePrefix("10.0.0.1/24"), Hostname: "x", Cert: []byte("cert")}.marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := parseHello(b)
 		if err == nil && !bytes.Equal(h.marshal(), b) {

@@ -77,6 +77,10 @@ func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []by
 			": it has this node's own node_id "+id.String()+" (a copied state dir?): delete node.key in the state dir of one of them and restart it")
 		return false
 	}
+	if err := n.checkPeerCert(kp, h); err != nil {
+		n.refusePeer(kp, link, h, err)
+		return false
+	}
 	if h.IPv4.Addr() == n.cfg.IPv4.Addr() {
 		n.setWarning("dup-ip-"+id.String(), "refused peer "+h.Hostname+" ("+id.String()+") at "+from.String()+
 			": it uses this node's virtual IP "+h.IPv4.Addr().String()+"; give each node its own --ipv4")
@@ -164,6 +168,7 @@ func (n *Node) timerLoop() {
 			n.tickPeers(now)
 			n.tickHandshakes(now)
 			n.tickAnnounce(now)
+			n.tickCert(now)
 		}
 	}
 }

@@ -10,9 +10,12 @@ package node
 //
 // The handshake payload (hello) travels inside the Noise messages 2 and 3:
 //
-//	version u8 | ipv4 [4] | prefix len u8 | hostname len u8 | hostname
+//	version u8 | ipv4 [4] | prefix len u8 | hostname len u8 | hostname [| cert len u16 | certificate]
+//
+//	msgRefused   | 6 | reason (text)                     the peer refused this session (certificate mode)
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -24,6 +27,7 @@ const (
 	msgPong     = 3
 	msgAnnounce = 4
 	msgKCP      = 5
+	msgRefused  = 6
 )
 
 // ipHeaderLen is the inner header in front of a relayed IP packet: type and TTL.
@@ -38,12 +42,13 @@ const pingLen = 1 + 4 + 8
 type hello struct {
 	IPv4     netip.Prefix
 	Hostname string
+	Cert     []byte // certificate mode: the node's certificate; empty otherwise
 }
 
 const helloVersion = 1
 
 func (h hello) marshal() []byte {
-	b := make([]byte, 0, 8+len(h.Hostname))
+	b := make([]byte, 0, 10+len(h.Hostname)+len(h.Cert))
 	b = append(b, helloVersion)
 	a := h.IPv4.Addr().As4()
 	b = append(b, a[:]...)
@@ -53,7 +58,12 @@ func (h hello) marshal() []byte {
 		name = name[:255]
 	}
 	b = append(b, byte(len(name)))
-	return append(b, name...)
+	b = append(b, name...)
+	if len(h.Cert) > 0 {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(h.Cert)))
+		b = append(b, h.Cert...)
+	}
+	return b
 }
 
 var errBadHello = errors.New("malformed hello")
@@ -64,13 +74,22 @@ func parseHello(b []byte) (hello, error) {
 	}
 	bits := int(b[5])
 	n := int(b[6])
-	if bits > 32 || len(b) != 7+n {
+	if bits > 32 || len(b) < 7+n {
 		return hello{}, errBadHello
 	}
-	return hello{
+	h := hello{
 		IPv4:     netip.PrefixFrom(netip.AddrFrom4([4]byte(b[1:5])), bits),
-		Hostname: string(b[7:]),
-	}, nil
+		Hostname: string(b[7 : 7+n]),
+	}
+	rest := b[7+n:]
+	switch {
+	case len(rest) == 0:
+	case len(rest) >= 2 && len(rest) == 2+int(binary.BigEndian.Uint16(rest)) && len(rest) > 2:
+		h.Cert = bytes.Clone(rest[2:])
+	default:
+		return hello{}, errBadHello
+	}
+	return h, nil
 }
 
 func appendPing(b []byte, typ byte, seq uint32, nanos int64) []byte {

@@ -163,3 +163,26 @@ func writeKeyFile(dir, path string, id Identity) (created bool, err error) {
 	}
 	return true, nil
 }
+
+// LoadIdentityFile reads an identity key file (the format of node.key, e.g. one made by `weft cert
+// sign`), with the same checks as LoadOrCreateIdentity; it never creates one.
+func LoadIdentityFile(path string) (Identity, error) {
+	return loadIdentity(path)
+}
+
+// WriteIdentityFile writes id to a new key file at path (mode 0600, its directory created with mode
+// 0700 if missing); an existing file is never overwritten.
+func WriteIdentityFile(path string, id Identity) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create directory %s: %w", dir, err)
+	}
+	created, err := writeKeyFile(dir, path, id)
+	if err != nil {
+		return err
+	}
+	if !created {
+		return fmt.Errorf("%s exists already: move it away or choose another --out", path)
+	}
+	return nil
+}
