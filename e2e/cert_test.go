@@ -111,8 +111,9 @@ func TestCertificateMode(t *testing.T) {
 	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", ca: caCrt, certDir: betaDir, peers: []string{udpPeer(aOnAB)}})
 	b.waitPeer(a.ip, 10*time.Second)
 	mustPing(t, hb, a.ip, 5*time.Second)
-	if st := b.status(); st.IPv4 != "10.144.144.2/24" || st.Hostname != "beta" {
-		t.Errorf("beta's address and name did not default to its certificate's: %s, %q", st.IPv4, st.Hostname)
+	if st := b.status(); st.IPv4 != "10.144.144.2/24" || st.Hostname != "beta" || !strings.HasPrefix(st.Certificate, "beta, CA e2e-ca (") {
+		t.Errorf("beta's address and name did not default to its certificate's, or status does not show it: %s, %q, %q",
+			st.IPv4, st.Hostname, st.Certificate)
 	}
 	// gamma starts while its 8 s certificate is valid and joins alpha.
 	c := startNode(t, hc, "gamma", nodeOpts{ip: "10.144.144.3/24", ca: caCrt, certDir: gammaDir, peers: []string{udpPeer(aOnAC)}})

@@ -40,6 +40,7 @@ func FieldDocs() []TypeDoc {
 			{"node_id", "string", "The node's ID: 16 hex digits derived from its signing public key."},
 			{"ipv4", "string", `The node's virtual IPv4 address with its prefix length, e.g. "10.144.144.1/24".`},
 			{"network_name", "string", "The name of the network the node belongs to."},
+			{"certificate", "string", `Certificate mode: this node's certificate as "NAME, CA CANAME (KEY), until TIME"; "" in shared-secret mode.`},
 			{"dev", "string", `The name of the TUN device, e.g. "weft0".`},
 			{"mtu", "integer", "The MTU of the TUN device in bytes."},
 			{"listeners", "array of string", `The URIs the node actually listens on, e.g. "udp://0.0.0.0:11010"; [] when none.`},

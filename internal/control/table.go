@@ -35,6 +35,9 @@ func WriteStatus(w io.Writer, s Status) error {
 	t.row("node id:", s.NodeID)
 	t.row("ipv4:", s.IPv4)
 	t.row("network:", s.NetworkName)
+	if s.Certificate != "" {
+		t.row("certificate:", s.Certificate)
+	}
 	t.row("device:", s.Dev)
 	t.row("mtu:", strconv.Itoa(s.MTU))
 	t.list("listeners:", s.Listeners)

@@ -15,6 +15,8 @@ type Status struct {
 	IPv4 string `json:"ipv4"`
 	// The name of the network the node belongs to.
 	NetworkName string `json:"network_name"`
+	// Certificate mode: this node's certificate as "NAME, CA CANAME (KEY), until TIME"; "" in shared-secret mode.
+	Certificate string `json:"certificate"`
 	// The name of the TUN device, e.g. "weft0".
 	Dev string `json:"dev"`
 	// The MTU of the TUN device in bytes.

@@ -98,6 +98,15 @@ func (n *Node) ownCert() []byte {
 	return n.certs.own.Raw()
 }
 
+// certDescription is this node's certificate as `weft status` shows it ("" in shared-secret mode).
+func (n *Node) certDescription() string {
+	if n.certs == nil {
+		return ""
+	}
+	c, ca := n.certs.own, n.certs.checker.CA
+	return fmt.Sprintf("%s, CA %s (%s), until %s", c.Name, ca.Name, cert.Fingerprint(ca.PublicKey), c.NotAfter.Format(time.RFC3339))
+}
+
 // checkPeerCert checks, in certificate mode, the certificate a peer presented in its hello.
 func (n *Node) checkPeerCert(kp *session.Keypair, h hello) error {
 	if n.certs == nil {

@@ -45,6 +45,12 @@ type testNode struct {
 
 func startTestNode(t *testing.T, ip string, timers Timers, peers ...uint16) *testNode {
 	t.Helper()
+	return startTestNodeWith(t, ip, timers, nil, peers...)
+}
+
+// startTestNodeWith is startTestNode with a change to the config (nil: none) before the node starts.
+func startTestNodeWith(t *testing.T, ip string, timers Timers, change func(*config.Config), peers ...uint16) *testNode {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Hostname = "node-" + ip
@@ -57,6 +63,9 @@ func startTestNode(t *testing.T, ip string, timers Timers, peers ...uint16) *tes
 	cfg.Listen = []config.URI{{Scheme: "udp", Host: "127.0.0.1", Port: port}}
 	for _, p := range peers {
 		cfg.Peer = append(cfg.Peer, config.URI{Scheme: "udp", Host: "127.0.0.1", Port: p})
+	}
+	if change != nil {
+		change(&cfg)
 	}
 	dev := tun.NewFake("fake0", 1400, 8)
 	n, err := New(Options{Config: cfg, Device: dev, Timers: timers,

@@ -64,6 +64,7 @@ func (b backend) Status() control.Status {
 		NodeID:      n.self.String(),
 		IPv4:        n.cfg.IPv4.String(),
 		NetworkName: n.cfg.NetworkName,
+		Certificate: n.certDescription(),
 		Dev:         n.cfg.Dev,
 		MTU:         n.cfg.MTU,
 		Listeners:   n.listeners,

@@ -79,6 +79,13 @@ func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []by
 	}
 	if err := n.checkPeerCert(kp, h); err != nil {
 		n.refusePeer(kp, link, h, err)
+		// A rekey with a certificate that expired meanwhile: the session it would renew ends too.
+		n.mu.RLock()
+		p := n.peers[kp.PeerID()]
+		n.mu.RUnlock()
+		if p != nil {
+			n.peerDown(p, "certificate refused")
+		}
 		return false
 	}
 	if h.IPv4.Addr() == n.cfg.IPv4.Addr() {
