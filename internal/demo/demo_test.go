@@ -35,6 +35,7 @@ func TestDemo(t *testing.T) {
 		"gamma ",             // in the peers and routes tables
 		"10.144.144.1:41234", // the held flow in weft proxy, on both nodes
 		"destination",
+		"refused: a node uses only the address its certificate lists",
 		"All checks passed",
 	}
 	if _, err := exec.LookPath("redis-server"); err == nil {
