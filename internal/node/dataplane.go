@@ -27,20 +27,25 @@ import (
 	"github.com/weft-vpn/weft/internal/underlay"
 )
 
-// tunOffset is where a packet read from the TUN starts in its buffer: room for the session header and
-// the inner IP header.
+// tunOffset is where an IP packet starts in a buffer written to the TUN: behind one session header and
+// the inner IP header, where a packet from a direct peer sits once opened in place.
 const tunOffset = session.DataHeaderLen + ipHeaderLen
+
+// tunReadOffset is where a packet read from the TUN starts in its buffer: room for the inner IP header
+// at msgOffset and, in front of it, for the e2e header, the envelope and the hop header a relayed
+// packet needs (e2e.go). Behind it there is room for two tags.
+const tunReadOffset = msgOffset + ipHeaderLen
 
 func (n *Node) tunLoop(errc chan<- error) {
 	batch := n.dev.BatchSize()
 	bufs := make([][]byte, batch)
 	sizes := make([]int, batch)
 	for i := range bufs {
-		bufs[i] = make([]byte, tunOffset+65535+session.TagLen)
+		bufs[i] = make([]byte, tunReadOffset+65535+2*session.TagLen)
 	}
 	var out outBatch
 	for {
-		k, err := n.dev.Read(bufs, sizes, tunOffset)
+		k, err := n.dev.Read(bufs, sizes, tunReadOffset)
 		tab := n.table.Load()
 		for i := 0; i < k; i++ {
 			n.sendIP(tab, bufs[i][:cap(bufs[i])], sizes[i], &out)
@@ -98,10 +103,10 @@ func (b *outBatch) flush(n *Node) {
 	b.link = nil
 }
 
-// sendIP routes one packet read from the TUN; buf holds it at buf[tunOffset:tunOffset+size]. The sealed
-// packet joins out.
+// sendIP routes one packet read from the TUN; buf holds it at buf[tunReadOffset:tunReadOffset+size].
+// The sealed packet joins out.
 func (n *Node) sendIP(tab *mesh.Table, buf []byte, size int, out *outBatch) {
-	src, dst, length, ok := ipv4Addrs(buf[tunOffset : tunOffset+size])
+	src, dst, length, ok := ipv4Addrs(buf[tunReadOffset : tunReadOffset+size])
 	if !ok {
 		n.drops.inc("not_ipv4")
 		return
@@ -111,7 +116,7 @@ func (n *Node) sendIP(tab *mesh.Table, buf []byte, size int, out *outBatch) {
 		n.drops.inc("src_not_owned")
 		return
 	}
-	if n.proxyOutbound(buf[tunOffset : tunOffset+length]) {
+	if n.proxyOutbound(buf[tunReadOffset : tunReadOffset+length]) {
 		return
 	}
 	r, ok := tab.Lookup(dst)
@@ -119,9 +124,9 @@ func (n *Node) sendIP(tab *mesh.Table, buf []byte, size int, out *outBatch) {
 		n.drops.inc("no_route")
 		return
 	}
-	buf[session.DataHeaderLen] = msgIP
-	buf[session.DataHeaderLen+1] = defaultTTL
-	pkt, link := n.sealFor(tab, r.Node, buf, ipHeaderLen+length)
+	buf[msgOffset] = msgIP
+	buf[msgOffset+1] = defaultTTL
+	pkt, link, _ := n.sealTo(tab, r.Node, buf, ipHeaderLen+length)
 	if pkt == nil {
 		return
 	}
@@ -223,7 +228,9 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 			n.drops.inc("malformed")
 			return nil
 		}
-		return n.receiveIP(p, pkt, pt[1], pt[ipHeaderLen:])
+		if length, ok := n.deliverIP(p.id, pt[ipHeaderLen:]); ok {
+			return pkt[:tunOffset+length]
+		}
 	case msgPing:
 		if len(pt) != pingLen {
 			n.drops.inc("malformed")
@@ -240,7 +247,11 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 	case msgAnnounce:
 		n.receiveAnnounce(p, pt[1:])
 	case msgKCP:
-		n.receiveKCP(p, pkt, pt)
+		n.deliverKCP(p.id, pt)
+	case msgSealed:
+		return n.receiveSealed(p, pkt, pt)
+	case msgRoutedHandshake:
+		n.receiveRoutedHandshake(p, pkt, pt)
 	case msgRefused:
 		n.receiveRefused(p, pt[1:min(len(pt), 513)])
 	default:
@@ -254,54 +265,38 @@ func beUint64(b []byte) uint64 {
 		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
 }
 
-// receiveIP delivers an IP packet to the TUN or relays it. pkt is the whole underlay buffer (the IP
-// packet sits at pkt[tunOffset:]); it is reused in place for either. For local delivery it returns the
-// buffer to write to the TUN (the caller batches the writes).
-func (n *Node) receiveIP(from *peer, pkt []byte, ttl byte, ip []byte) []byte {
+// deliverIP decides whether an IP packet that origin sent this node (over their direct session, or
+// their e2e session) goes into the TUN: its destination must be this node's and its source an address
+// origin owns. Nothing is relayed at this level (relays forward msgSealed envelopes, e2e.go). It returns
+// the packet's length.
+func (n *Node) deliverIP(origin session.NodeID, ip []byte) (int, bool) {
 	src, dst, length, ok := ipv4Addrs(ip)
 	if !ok {
 		n.drops.inc("malformed")
-		return nil
+		return 0, false
 	}
-	tab := n.table.Load()
-	owner, why := n.checkSource(tab, src)
+	if !n.isLocal(dst) {
+		n.drops.inc("not_local")
+		return 0, false
+	}
+	owner, why := n.checkSource(n.table.Load(), src)
+	if why == "" && owner != origin {
+		why = "src_not_sender"
+	}
 	if why != "" {
 		n.drops.inc(why)
-		n.warnSpoofed(from.id, src, why)
-		return nil
+		n.warnSpoofed(origin, src, why)
+		return 0, false
 	}
-	if n.isLocal(dst) {
-		c := n.trafficOf(owner)
-		c.rxBytes.Add(uint64(length))
-		c.rxPackets.Add(1)
-		return pkt[:tunOffset+length]
-	}
-	if ttl <= 1 {
-		n.drops.inc("ttl_exceeded")
-		return nil
-	}
-	r, ok := tab.Lookup(dst)
-	if !ok {
-		n.drops.inc("no_route")
-		return nil
-	}
-	pkt[session.DataHeaderLen] = msgIP
-	pkt[session.DataHeaderLen+1] = ttl - 1
-	if out, link := n.sealFor(tab, r.Node, pkt[:cap(pkt)], ipHeaderLen+length); out != nil {
-		if err := link.Send(out); err != nil {
-			n.drops.inc("send")
-		}
-	}
-	return nil
+	c := n.trafficOf(owner)
+	c.rxBytes.Add(uint64(length))
+	c.rxPackets.Add(1)
+	return length, true
 }
 
-// checkSource decides whether an inner packet with source address src, received from a direct peer,
-// may be delivered or relayed: it returns the node owning src, or the drop reason. A source that is one
-// of this node's own addresses, or that belongs to no node of the mesh, is dropped. A source owned by
-// another node than the peer is accepted as relayed: the path a node's packets take to us is its own
-// choice (latency-based routes need not be symmetric), so until relayed traffic runs in end-to-end
-// sessions a member on the path can inject packets with another node's source one way (the replies go
-// to the real owner); README, threat model.
+// checkSource returns the node owning src by the routing table, or the drop reason: one of this node's
+// own addresses as source (src_spoofed), or an address no node owns (src_unknown). The caller compares
+// the owner with the authenticated origin of the packet.
 func (n *Node) checkSource(tab *mesh.Table, src netip.Addr) (owner session.NodeID, why string) {
 	if n.isLocal(src) {
 		return 0, "src_spoofed" // our own address, from someone else

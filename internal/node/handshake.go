@@ -28,6 +28,20 @@ type pendingHandshake struct {
 	started time.Time
 	// done, for an initiator started by a dialer, receives the peer's ID (or 0 on failure).
 	done chan session.NodeID
+	// want is, for an e2e handshake (through the mesh), the node it is for (0 for a direct one); its
+	// answers must come through the mesh, a direct handshake's over an underlay link.
+	want   session.NodeID
+	routed bool
+}
+
+// routedOK reports whether a handshake answer that came over from fits ph (an e2e handshake is
+// answered through the mesh, by the node it is for; a direct one over an underlay link).
+func (ph *pendingHandshake) routedOK(from underlay.Link) bool {
+	rl, routed := from.(*routedLink)
+	if routed != ph.routed {
+		return false
+	}
+	return !routed || ph.want == 0 || rl.dst == ph.want
 }
 
 // handlePackets is the underlay Handler: it demultiplexes every packet of one read by type, collects the
@@ -89,7 +103,7 @@ func (n *Node) newIndex() uint32 {
 		n.mu.RLock()
 		_, used := n.indices[i]
 		n.mu.RUnlock()
-		if _, pend := n.pending[i]; !used && !pend {
+		if _, pend := n.pending[i]; !used && !pend && !n.e2e.hasIndex(i) {
 			return i
 		}
 	}
@@ -105,7 +119,11 @@ func (n *Node) initiate(link underlay.Link, done chan session.NodeID) {
 		n.log.Error("handshake init", "err", err)
 		return
 	}
-	n.pending[idx] = &pendingHandshake{init: init, started: time.Now(), done: done}
+	ph := &pendingHandshake{init: init, started: time.Now(), done: done}
+	if rl, ok := link.(*routedLink); ok {
+		ph.routed, ph.want = true, rl.dst
+	}
+	n.pending[idx] = ph
 	n.hsMu.Unlock()
 	if err := link.Send(msg1); err != nil {
 		n.log.Debug("send handshake", "to", link.RemoteAddr(), "err", err)
@@ -140,7 +158,8 @@ func (n *Node) handleInit(pkt []byte, from underlay.Link) {
 		}
 		return
 	}
-	n.pending[idx] = &pendingHandshake{resp: resp, started: time.Now()}
+	_, routed := from.(*routedLink)
+	n.pending[idx] = &pendingHandshake{resp: resp, started: time.Now(), routed: routed}
 	if err := from.Send(msg2); err != nil {
 		n.log.Debug("send handshake response", "to", from.RemoteAddr(), "err", err)
 	}
@@ -170,7 +189,7 @@ func (n *Node) donePending(idx uint32, ph *pendingHandshake) {
 
 func (n *Node) handleResp(pkt []byte, from underlay.Link) {
 	idx, ph := n.pendingFor(pkt)
-	if ph == nil || ph.init == nil {
+	if ph == nil || ph.init == nil || !ph.routedOK(from) {
 		n.drops.inc("unknown_session")
 		return
 	}
@@ -196,7 +215,7 @@ func (n *Node) handleResp(pkt []byte, from underlay.Link) {
 
 func (n *Node) handleFinal(pkt []byte, from underlay.Link) {
 	idx, ph := n.pendingFor(pkt)
-	if ph == nil || ph.resp == nil {
+	if ph == nil || ph.resp == nil || !ph.routedOK(from) {
 		n.drops.inc("unknown_session")
 		return
 	}

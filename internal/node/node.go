@@ -126,6 +126,8 @@ type Node struct {
 	mu      sync.RWMutex
 	peers   map[session.NodeID]*peer
 	indices map[uint32]*keyEntry
+	// e2e holds the end-to-end sessions with nodes that are not direct peers (e2e.go).
+	e2e *e2eTable
 
 	hsMu       sync.Mutex
 	pending    map[uint32]*pendingHandshake
@@ -176,6 +178,7 @@ func New(opts Options) (*Node, error) {
 		log:        log,
 		peers:      make(map[session.NodeID]*peer),
 		indices:    make(map[uint32]*keyEntry),
+		e2e:        newE2ETable(),
 		pending:    make(map[uint32]*pendingHandshake),
 		mismatchAt: make(map[netip.Addr]time.Time),
 		hintAt:     make(map[netip.AddrPort]time.Time),

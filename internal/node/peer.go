@@ -65,6 +65,9 @@ func (p *peer) sendLink() underlay.Link {
 // establish installs a fresh keypair for the peer it authenticates. It refuses a peer that has this node's
 // own node_id or virtual IP. It reports whether the session was accepted.
 func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []byte) bool {
+	if rl, ok := link.(*routedLink); ok {
+		return n.establishE2E(kp, rl, peerHello)
+	}
 	h, err := parseHello(peerHello)
 	if err != nil {
 		n.drops.inc("malformed")
@@ -176,6 +179,7 @@ func (n *Node) timerLoop() {
 			n.tickHandshakes(now)
 			n.tickAnnounce(now)
 			n.tickCert(now)
+			n.tickE2E(now)
 		}
 	}
 }

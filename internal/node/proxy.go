@@ -6,9 +6,10 @@ package node
 //	TUN read -> tunLoop -> sendIP -> proxyOutbound -> proxy.Outbound (owned flow, or a SYN that
 //	            wantsProxyTo accepts) -> netstack
 //	netstack -> proxy -> writeProxyPackets: one batched TUN write
-//	proxy segments -> sendSegments: msgKCP header + seal in place per segment -> one SendBatch
-//	underlay -> handleData -> receiveKCP: for this node -> proxy.Deliver (FlushInput after the batch);
-//	            for another node -> TTL-1, re-seal, relay like an IP packet
+//	proxy segments -> sendSegments: msgKCP header + sealTo in place per segment (the direct session, or
+//	            the e2e session inside a msgSealed envelope) -> one SendBatch
+//	underlay -> handleData (or receiveSealed) -> deliverKCP: from the node it names, for this node ->
+//	            proxy.Deliver (FlushInput after the batch)
 import (
 	"errors"
 	"net/netip"
@@ -30,8 +31,8 @@ func (n *Node) startProxy() (*proxy.Proxy, error) {
 		WriteTUN:        n.writeProxyPackets,
 		TUNOffset:       tun.Headroom,
 		SendSegments:    n.sendSegments,
-		SegmentHeadroom: session.DataHeaderLen + kcpHeaderLen,
-		SegmentTailroom: session.TagLen,
+		SegmentHeadroom: msgOffset + kcpHeaderLen,
+		SegmentTailroom: 2 * session.TagLen,
 		MaxSegment:      n.cfg.MTU + ipHeaderLen - kcpHeaderLen,
 		Route:           n.proxyRoute,
 		AllowInput:      n.proxyInputAllowed,
@@ -126,11 +127,14 @@ func (n *Node) sendSegments(dst session.NodeID, bufs [][]byte, headroom int) err
 	for _, buf := range bufs {
 		seg := len(buf) - headroom
 		msgLen := kcpHeaderLen + seg
-		m := buf[session.DataHeaderLen:]
+		m := buf[msgOffset:]
 		m[0], m[1] = msgKCP, defaultTTL
 		putUint64(m[2:], uint64(dst))
 		putUint64(m[10:], uint64(n.self))
-		pkt, link := n.sealFor(tab, dst, buf[:cap(buf)], msgLen)
+		pkt, link, queued := n.sealTo(tab, dst, buf[:cap(buf)], msgLen)
+		if queued {
+			continue // waits for the e2e session; KCP resends what does not get through
+		}
 		if pkt == nil {
 			return errors.New("no route to node " + dst.String())
 		}
@@ -151,43 +155,30 @@ func putUint64(b []byte, v uint64) {
 	}
 }
 
-// receiveKCP delivers a KCP segment addressed to this node, or relays it towards its destination node.
-func (n *Node) receiveKCP(from *peer, pkt []byte, pt []byte) {
+// deliverKCP hands a KCP segment that origin sent (over their direct session or their e2e session) to
+// the proxy. A segment must come from the node it names as source and be for this node: KCP is never
+// relayed in the clear (a relayed one travels in the e2e session), so nobody can speak for another
+// node's flows.
+func (n *Node) deliverKCP(origin session.NodeID, pt []byte) {
 	if len(pt) < kcpHeaderLen {
 		n.drops.inc("malformed")
 		return
 	}
 	dst := session.NodeID(beUint64(pt[2:10]))
 	src := session.NodeID(beUint64(pt[10:18]))
-	// A segment that claims to come from this node is forged. (One that names another node than from
-	// may be relayed; a flow's replies go to the node it names, never to a forger.)
-	if src == n.self {
+	if src != origin || dst != n.self {
 		n.drops.inc("src_spoofed")
-		n.warnSpoofed(from.id, netip.Addr{}, "kcp_src_node_spoofed")
+		n.warnSpoofed(origin, netip.Addr{}, "kcp_src_node_spoofed")
 		return
 	}
-	if dst == n.self {
-		if n.proxy == nil {
-			n.drops.inc("no_proxy")
-			return
-		}
-		c := n.trafficOf(src)
-		c.rxBytes.Add(uint64(len(pt) - kcpHeaderLen))
-		c.rxPackets.Add(1)
-		n.proxy.Deliver(src, pt[kcpHeaderLen:])
+	if n.proxy == nil {
+		n.drops.inc("no_proxy")
 		return
 	}
-	ttl := pt[1]
-	if ttl <= 1 {
-		n.drops.inc("ttl_exceeded")
-		return
-	}
-	pt[1] = ttl - 1
-	if out, link := n.sealFor(n.table.Load(), dst, pkt[:cap(pkt)], len(pt)); out != nil {
-		if err := link.Send(out); err != nil {
-			n.drops.inc("send")
-		}
-	}
+	c := n.trafficOf(src)
+	c.rxBytes.Add(uint64(len(pt) - kcpHeaderLen))
+	c.rxPackets.Add(1)
+	n.proxy.Deliver(src, pt[kcpHeaderLen:])
 }
 
 // proxyInputAllowed reports whether this node re-originates proxied flows to dst.

@@ -6,7 +6,13 @@ package node
 //	msgPing      | 2 | seq u32 | sent unix nanos u64        keepalive and latency probe, answered by msgPong
 //	msgPong      | 3 | seq u32 | sent unix nanos u64        the ping's payload echoed back
 //	msgAnnounce  | 4 | mesh.Announce wire encoding          link-state flooding
-//	msgKCP       | 5 | ttl u8 | dst node u64 | src node u64 | KCP segment   the proxy's transport, end to end
+//	msgKCP       | 5 | ttl u8 | dst node u64 | src node u64 | KCP segment   the proxy's transport
+//	msgSealed    | 7 | ttl u8 | dst node u64 | e2e data packet    a message in the end-to-end session of two
+//	                                                               nodes that are not direct peers (e2e.go)
+//	msgRoutedHandshake | 8 | ttl u8 | dst node u64 | src node u64 | handshake packet   that session's handshake
+//
+// Over a direct session a node sends only what it originates for that peer: msgIP and msgKCP are never
+// relayed; a relay forwards msgSealed and msgRoutedHandshake by destination node.
 //
 // The handshake payload (hello) travels inside the Noise messages 2 and 3:
 //
@@ -28,6 +34,9 @@ const (
 	msgAnnounce = 4
 	msgKCP      = 5
 	msgRefused  = 6
+	// msgSealed and msgRoutedHandshake carry end-to-end sessions through relays (e2e.go).
+	msgSealed          = 7
+	msgRoutedHandshake = 8
 )
 
 // ipHeaderLen is the inner header in front of a relayed IP packet: type and TTL.

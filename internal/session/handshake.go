@@ -13,7 +13,7 @@ import (
 
 // prologue is mixed into every handshake; a node speaking another protocol
 // version fails the handshake.
-const prologue = "weft/v2"
+const prologue = "weft/v3" // v3: relayed traffic in end-to-end sessions
 
 // Config is what both handshake roles need.
 type Config struct {

@@ -18,6 +18,10 @@ const (
 	gsoMaxSegments = 64
 	// gsoMaxBytes bounds the payload of one message (a UDP datagram's length field).
 	gsoMaxBytes = 65507
+	// gsoMaxSegment is the largest datagram segmented: what fits a 1500-byte path over IPv6. The
+	// kernel refuses segments beyond the path MTU, where larger datagrams must be fragmented one by
+	// one (a relayed full-size packet carries two session headers).
+	gsoMaxSegment = 1500 - 40 - 8
 )
 
 // gsoCmsgSpace is the room one UDP_SEGMENT control message takes.
@@ -27,7 +31,7 @@ var gsoCmsgSpace = unix.CmsgSpace(2)
 // first one's size, except that the last may be shorter, at most gsoMaxSegments and gsoMaxBytes.
 func gsoRun(pkts [][]byte) int {
 	size := len(pkts[0])
-	if size == 0 {
+	if size == 0 || size > gsoMaxSegment {
 		return 1
 	}
 	n, total := 1, size

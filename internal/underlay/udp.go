@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // udpBatch is how many datagrams one read or write syscall moves at most.
@@ -150,8 +151,9 @@ func (l *udpLink) SendBatch(pkts [][]byte) error {
 			ms[i].Buffers, ms[i].Addr, ms[i].OOB = nil, nil, ms[i].OOB[:0]
 		}
 	}()
+	gsoTooBig := false // the kernel refused a segment size for this path: no segmentation in this call
 	for len(pkts) > 0 {
-		gso := !l.sock.noGSO.Load()
+		gso := !l.sock.noGSO.Load() && !gsoTooBig
 		k, used := 0, 0 // messages filled, packets they hold
 		for k < len(ms) && used < len(pkts) {
 			n := 1
@@ -174,11 +176,16 @@ func (l *udpLink) SendBatch(pkts [][]byte) error {
 			if err == nil {
 				continue
 			}
-			if sent < k && len(ms[sent].OOB) > 0 && gsoRefused(err) {
-				// The kernel or the egress device cannot segment: fall back for good and send the rest
-				// of this batch (from the refused message on) one packet per message.
-				l.sock.noGSO.Store(true)
-				l.sock.t.log.Debug("udp: segmentation offload refused; sending one datagram per packet", "err", err)
+			if sent < k && len(ms[sent].OOB) > 0 && (gsoRefused(err) || errors.Is(err, unix.EMSGSIZE)) {
+				// The kernel or the egress device cannot segment: send the rest of this batch (from the
+				// refused message on) one packet per message, and for good unless the segments were
+				// only too big for the path (then the kernel fragments them one by one).
+				if errors.Is(err, unix.EMSGSIZE) {
+					gsoTooBig = true
+				} else {
+					l.sock.noGSO.Store(true)
+					l.sock.t.log.Debug("udp: segmentation offload refused; sending one datagram per packet", "err", err)
+				}
 				rest := 0
 				for i := sent; i < k; i++ {
 					rest += len(ms[i].Buffers)
