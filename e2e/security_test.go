@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,5 +226,91 @@ func TestSpoofedSourceRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRogueRelay: alpha and gamma have no session of their own; the only path between them is a rogue
+// relay (e2e/hostile relay, a member with the secret) that announces itself as both nodes' neighbour and
+// relays their traffic. It alters every 50th sealed message from alpha to gamma exactly where an IP
+// packet's source address sits (were it not authenticated, gamma would read 10.144.144.9 instead of
+// alpha's address) and injects UDP datagrams with alpha's source over its own session with gamma. A
+// 64 MiB transfer from alpha to gamma through it arrives intact; gamma drops every altered message
+// (e2e_decrypt, one per alteration) and every injected one (src_not_sender); gamma's firewall never
+// sees the rewritten source or an injected datagram.
+func TestRogueRelay(t *testing.T) {
+	lab := netlab.New(t)
+	ha, hr, hc := lab.Host("a"), lab.Host("r"), lab.Host("c")
+	aOnAR, _ := link(lab, ha, hr, 1)
+	_, cOnRC := link(lab, hr, hc, 2)
+	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24"})
+	c := startNode(t, hc, "gamma", nodeOpts{ip: "10.144.144.3/24"})
+
+	// Gamma's firewall counts what its TUN delivers: the rewritten source, and the injected datagrams.
+	hc.Run(t, "nft", "add", "table", "inet", "roguetest")
+	t.Cleanup(func() { hc.RunErr(context.Background(), "nft", "delete", "table", "inet", "roguetest") })
+	hc.Run(t, "nft", "add", "counter", "inet", "roguetest", "rewritten")
+	hc.Run(t, "nft", "add", "counter", "inet", "roguetest", "injected")
+	hc.Run(t, "nft", "add", "chain", "inet", "roguetest", "in", "{ type filter hook input priority 0; }")
+	hc.Run(t, "nft", "add", "rule", "inet", "roguetest", "in", "iifname", "weft0", "ip", "saddr", "10.144.144.9", "counter", "name", "rewritten")
+	hc.Run(t, "nft", "add", "rule", "inet", "roguetest", "in", "iifname", "weft0", "udp", "dport", "7811", "counter", "name", "injected")
+	counter := func(name string) int {
+		out := hc.Run(t, "nft", "list", "counter", "inet", "roguetest", name)
+		i := strings.Index(out, "packets ")
+		if i < 0 {
+			t.Fatalf("no counter in %q", out)
+		}
+		n, _ := strconv.Atoi(strings.Fields(out[i+len("packets "):])[0])
+		return n
+	}
+	startProbe(t, hc, "serial-server", "10.144.144.3:7820")
+
+	const injectCount = 50
+	rogue := hr.Start(t, hostileBin, "-peer", netip.AddrPortFrom(aOnAR, 11010).String(), "-ipv4", "10.144.144.66/24",
+		"-count", strconv.Itoa(injectCount), "relay", "-to", netip.AddrPortFrom(cOnRC, 11010).String(),
+		"-tamper-every", "50", "-rewrite-src", "10.144.144.1,10.144.144.9",
+		"-inject-src", "10.144.144.1", "-inject-to", "10.144.144.3:7811")
+	rogue.WaitLog(t, "relaying", 15*time.Second)
+	waitFor(t, 10*time.Second, func() bool {
+		r, ok := routeTo(a, "10.144.144.3/32")
+		return ok && r.NextHop == "10.144.144.66"
+	}, func() string { return fmt.Sprintf("alpha has no route to gamma through the rogue relay: %+v", a.routes()) })
+	mustPing(t, ha, c.ip, 10*time.Second)
+	before := c.status().Drops
+
+	out := runProbe(t, ha, 120*time.Second, "upload", "10.144.144.3:7820", "1", strconv.Itoa(64<<20), "90")
+	if !strings.HasPrefix(out, "ok 1 flows") {
+		t.Fatalf("64 MiB from alpha to gamma through the rogue relay: %s", out)
+	}
+	if err := rogue.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := rogue.Wait(5 * time.Second); code != 0 || err != nil {
+		t.Fatalf("rogue relay exited %d, %v: %s", code, err, rogue.Log())
+	}
+	var forwarded, tampered, injected int
+	if _, err := fmt.Sscanf(lastLines(rogue.Log(), 1), "forwarded %d tampered %d injected %d", &forwarded, &tampered, &injected); err != nil {
+		t.Fatalf("rogue relay's report: %v: %q", err, rogue.Log())
+	}
+	t.Logf("rogue relay: forwarded %d, altered %d, injected %d", forwarded, tampered, injected)
+	// 64 MiB is 48,000 full-size packets: the transfer did go through the relay, and met alterations.
+	if forwarded < 40000 || tampered < 500 || injected != injectCount {
+		t.Fatalf("rogue relay forwarded %d, altered %d, injected %d: want >= 40000, >= 500, %d", forwarded, tampered, injected, injectCount)
+	}
+	var drops map[string]uint64
+	waitFor(t, 2*time.Second, func() bool {
+		drops = c.status().Drops
+		return int(drops["e2e_decrypt"]-before["e2e_decrypt"]) == tampered
+	}, func() string {
+		return fmt.Sprintf("gamma dropped %d altered messages (e2e_decrypt), the relay altered %d; drops %v",
+			drops["e2e_decrypt"]-before["e2e_decrypt"], tampered, drops)
+	})
+	if d := drops["src_not_sender"] - before["src_not_sender"]; d != injectCount {
+		t.Errorf("gamma counted %d src_not_sender drops, want %d (the injected datagrams)", d, injectCount)
+	}
+	if n := counter("rewritten"); n != 0 {
+		t.Errorf("gamma's firewall saw %d packets from the rewritten source 10.144.144.9", n)
+	}
+	if n := counter("injected"); n != 0 {
+		t.Errorf("gamma's firewall saw %d injected datagrams", n)
 	}
 }

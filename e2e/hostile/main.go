@@ -13,6 +13,17 @@
 //	  certificate mode: joins with its own valid certificate (which lists -ipv4), then announces -ip,
 //	  which the certificate does not list (under its own signature, with its certificate), and sends
 //	  -count UDP datagrams from -ip to -to through the session. Prints "sent N".
+//
+//	hostile -peer A -ipv4 10.144.144.66/24 relay -to C [-tamper-every N -rewrite-src FROM,TO] \
+//	        [-inject-src IP -inject-to ADDR:PORT]
+//	  a rogue relay: joins node A (-peer) and node C (-to), announces itself as the neighbour of both
+//	  (signed, every second) and passes their announcements on, so that A and C, which have no session
+//	  of their own, route through it. It relays their end-to-end traffic (msgSealed, msgRoutedHandshake)
+//	  by destination node, as an honest relay does, answers pings, and attacks: every Nth sealed message
+//	  from A to C has its bytes XORed where an IP packet's source address sits (a rewrite of FROM to TO
+//	  were the packet not authenticated), and -count UDP datagrams from -inject-src go to -inject-to over
+//	  its own session with C. It prints "relaying" once both sessions are up, and on SIGTERM
+//	  "forwarded N tampered M injected K", then exits 0.
 package main
 
 import (
@@ -24,6 +35,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/weft-vpn/weft/internal/cert"
@@ -33,9 +48,13 @@ import (
 
 // Inner message types of internal/node (wire.go), repeated here: the tool speaks the protocol from outside.
 const (
-	msgIP        = 1
-	msgAnnounce  = 4
-	helloVersion = 1
+	msgIP              = 1
+	msgPing            = 2
+	msgPong            = 3
+	msgAnnounce        = 4
+	msgSealed          = 7
+	msgRoutedHandshake = 8
+	helloVersion       = 1
 )
 
 func main() {
@@ -57,7 +76,7 @@ func run() error {
 	keyFile := flag.String("cert-key", "", "certificate mode: this member's key")
 	flag.Parse()
 	if flag.NArg() < 1 {
-		return errors.New("usage: hostile [flags] forge-announce -victim NODEID | claim-ip -ip ADDR/PREFIX -to ADDR:PORT")
+		return errors.New("usage: hostile [flags] forge-announce -victim NODEID | claim-ip -ip ADDR/PREFIX -to ADDR:PORT | relay -to ADDR [...]")
 	}
 	id, err := session.GenerateIdentity()
 	if err != nil {
@@ -81,7 +100,7 @@ func run() error {
 			return err
 		}
 	}
-	m, err := join(id, *name, *secret, *peerAddr, netip.MustParsePrefix(*ipv4), *hostname, crt)
+	m, err := join(id, *name, *secret, *peerAddr, netip.MustParsePrefix(*ipv4), *hostname, crt, 0x6d616c6c)
 	if err != nil {
 		return err
 	}
@@ -120,6 +139,33 @@ func run() error {
 		}
 		fmt.Println("sent", n)
 		return nil
+	case "relay":
+		fs := flag.NewFlagSet("relay", flag.ExitOnError)
+		to := fs.String("to", "", "the second node, ip:port")
+		every := fs.Int("tamper-every", 0, "alter every Nth sealed message from the first node to the second (0: none)")
+		rewrite := fs.String("rewrite-src", "", "FROM,TO: the IP source rewrite the alteration amounts to")
+		injectSrc := fs.String("inject-src", "", "send -count UDP datagrams with this source to the second node")
+		injectTo := fs.String("inject-to", "", "their destination, ADDR:PORT")
+		fs.Parse(flag.Args()[1:])
+		c, err := join(id, *name, *secret, *to, netip.MustParsePrefix(*ipv4), *hostname, crt, 0x6d616c6d)
+		if err != nil {
+			return err
+		}
+		defer c.conn.Close()
+		r := &relay{a: m, c: c, ip: netip.MustParsePrefix(*ipv4), every: *every}
+		if *every > 0 {
+			fromS, toS, _ := strings.Cut(*rewrite, ",")
+			from, err1 := netip.ParseAddr(fromS)
+			to, err2 := netip.ParseAddr(toS)
+			if err1 != nil || err2 != nil || !from.Is4() || !to.Is4() {
+				return fmt.Errorf("-tamper-every needs -rewrite-src FROM,TO (two IPv4 addresses), got %q", *rewrite)
+			}
+			f, t := from.As4(), to.As4()
+			for i := range r.mask {
+				r.mask[i] = f[i] ^ t[i]
+			}
+		}
+		return r.run(*injectSrc, *injectTo, *count)
 	}
 	return fmt.Errorf("unknown attack %q", flag.Arg(0))
 }
@@ -131,8 +177,8 @@ type member struct {
 	kp     *session.Keypair
 }
 
-// join runs the handshake with the node at addr, as initiator.
-func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostname string, crt []byte) (*member, error) {
+// join runs the handshake with the node at addr, as initiator, with local session index idx.
+func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostname string, crt []byte, idx uint32) (*member, error) {
 	ua, err := net.ResolveUDPAddr("udp4", addr)
 	if err != nil {
 		return nil, err
@@ -143,7 +189,7 @@ func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostn
 	}
 	m := &member{signer: id.Signer(), conn: conn}
 	cfg := session.Config{Identity: id, PSK: session.DerivePSK(name, secret), Signer: m.signer}
-	ini, msg1, err := session.NewInitiator(cfg, 0x6d616c6c, nil)
+	ini, msg1, err := session.NewInitiator(cfg, idx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -310,4 +356,129 @@ func udpPacket(src netip.Addr, dst netip.AddrPort, payload []byte) []byte {
 	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
 	copy(p[28:], payload)
 	return p
+}
+
+// relay is the rogue relay between two nodes a and c.
+type relay struct {
+	a, c  *member
+	ip    netip.Prefix
+	every int     // alter every Nth sealed message from a to c; 0: none
+	mask  [4]byte // XORed onto the bytes where a relayed IP packet's source address sits
+
+	sealedAC                      int // sealed messages seen from a to c (reader of a only)
+	forwarded, tampered, injected atomic.Int64
+}
+
+// Offset of an IP packet's source address in a msgSealed message: the envelope (type, TTL, destination
+// node), the e2e session header, the inner message's type and TTL, then 12 bytes of IPv4 header. The
+// AEAD's cipher is a stream cipher, so XOR on the ciphertext is XOR on the plaintext: without the tag,
+// the destination would read the rewritten address.
+const sealedSrcOffset = 10 + session.DataHeaderLen + 2 + 12
+
+func (r *relay) run(injectSrc, injectTo string, count int) error {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan struct{})
+	go r.pump(r.a, r.c, true, done)
+	go r.pump(r.c, r.a, false, done)
+	go r.announce(done)
+	fmt.Println("relaying")
+	if injectSrc != "" {
+		src, err := netip.ParseAddr(injectSrc)
+		if err != nil {
+			return err
+		}
+		dst, err := netip.ParseAddrPort(injectTo)
+		if err != nil {
+			return err
+		}
+		time.Sleep(time.Second) // let both nodes learn the routes first
+		for i := 0; i < count; i++ {
+			pkt := udpPacket(src, dst, []byte(fmt.Sprintf("injected-%d\n", i)))
+			if err := r.c.send(append([]byte{msgIP, 16}, pkt...)); err != nil {
+				return err
+			}
+			r.injected.Add(1)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	<-stop
+	close(done)
+	fmt.Printf("forwarded %d tampered %d injected %d\n", r.forwarded.Load(), r.tampered.Load(), r.injected.Load())
+	return nil
+}
+
+// announce sends both nodes this relay's signed announcement (itself the neighbour of both), every
+// second, which also keeps both sessions alive.
+func (r *relay) announce(done <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		a := mesh.Announce{
+			Origin: r.a.signer.NodeID(), Seq: uint64(time.Now().UnixNano()), Hostname: "rogue", IPv4: r.ip,
+			Neighbors: []mesh.Neighbor{{ID: r.a.kp.PeerID(), CostUS: 1000}, {ID: r.c.kp.PeerID(), CostUS: 1000}},
+		}
+		if err := a.Sign(r.a.signer); err == nil {
+			msg := append([]byte{msgAnnounce}, a.Wire()...)
+			r.a.send(msg)
+			r.c.send(msg)
+		}
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pump reads what node from sends this relay and acts on it: pings are answered, announcements passed
+// on to the other node, end-to-end messages for it relayed (and, from a to c, altered).
+func (r *relay) pump(from, to *member, aToC bool, done <-chan struct{}) {
+	buf := make([]byte, 65536)
+	dst := uint64(to.kp.PeerID())
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		from.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		k, err := from.conn.Read(buf)
+		if err != nil {
+			continue
+		}
+		if t, ok := session.PacketType(buf[:k]); !ok || t != session.TypeData {
+			continue // a rekey this relay does not answer: the test is shorter than a key's life
+		}
+		pt, err := from.kp.Open(nil, buf[:k])
+		if err != nil || len(pt) < 1 {
+			continue
+		}
+		switch pt[0] {
+		case msgPing:
+			if len(pt) == 13 {
+				pt[0] = msgPong
+				from.send(pt)
+			}
+		case msgAnnounce:
+			to.send(pt)
+		case msgSealed, msgRoutedHandshake:
+			if len(pt) < 10 || binary.BigEndian.Uint64(pt[2:10]) != dst || pt[1] <= 1 {
+				continue
+			}
+			pt[1]--
+			if pt[0] == msgSealed && aToC && r.every > 0 && len(pt) >= sealedSrcOffset+4+session.TagLen {
+				r.sealedAC++
+				if r.sealedAC%r.every == 0 {
+					for i, m := range r.mask {
+						pt[sealedSrcOffset+i] ^= m
+					}
+					r.tampered.Add(1)
+				}
+			}
+			if to.send(pt) == nil {
+				r.forwarded.Add(1)
+			}
+		}
+	}
 }

@@ -17,6 +17,7 @@ package node
 // Pings, pongs and announcements go to the control plane.
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"time"
@@ -243,7 +244,7 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 			n.drops.inc("malformed")
 			return nil
 		}
-		n.onPong(p, int64(beUint64(pt[5:13])))
+		n.onPong(p, binary.BigEndian.Uint32(pt[1:5]))
 	case msgAnnounce:
 		n.receiveAnnounce(p, pt[1:])
 	case msgKCP:

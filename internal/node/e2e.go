@@ -272,7 +272,12 @@ func (n *Node) receiveSealed(from *peer, pkt, pt []byte) []byte {
 	}
 	inner, err := kp.Open(e2ePkt[session.DataHeaderLen:session.DataHeaderLen], e2ePkt)
 	if err != nil {
-		n.drops.inc("decrypt") // altered on the way, or a replay
+		// Altered on the way (by a relay or anyone on the path), or replayed.
+		if errors.Is(err, session.ErrReplay) {
+			n.drops.inc("e2e_replay")
+		} else {
+			n.drops.inc("e2e_decrypt")
+		}
 		return nil
 	}
 	if len(inner) == 0 {

@@ -21,7 +21,7 @@ var dropReasons = [...]string{
 	"malformed", "decrypt", "replay", "unknown_session", "psk_mismatch", "handshake_flood", "no_route",
 	"no_session", "no_proxy", "ttl_exceeded", "not_ipv4", "seal", "send", "tun_read", "tun_write", "announce_forged",
 	"src_not_owned", "src_spoofed", "src_unknown", "proxy_open_spoofed", "cert_refused", "announce_uncertified",
-	"src_not_sender", "not_local", "e2e_queue_full", "e2e_wrong_peer",
+	"src_not_sender", "not_local", "e2e_queue_full", "e2e_wrong_peer", "e2e_decrypt", "e2e_replay",
 	"other",
 }
 

@@ -50,6 +50,9 @@ type peer struct {
 	alive    bool
 	pingSeq  uint32
 	lastPing time.Time
+	// pingsSent holds when the last pings left, by sequence number mod its length: a pong counts only
+	// for a ping this node sent, and its round trip is measured on this node's clock.
+	pingsSent [4]sentPing
 	rekeying bool
 	costUS   uint32 // cost last announced, for hysteresis
 	down     chan struct{}
@@ -205,6 +208,7 @@ func (n *Node) tickPeers(now time.Time) {
 			if now.Sub(p.lastPing) >= n.timers.KeepaliveInterval {
 				p.pingSeq++
 				p.lastPing = now
+				p.pingsSent[p.pingSeq%uint32(len(p.pingsSent))] = sentPing{seq: p.pingSeq, at: now}
 				a.ping, a.seq = true, p.pingSeq
 			}
 			if kp := p.cur.Load(); kp != nil {
@@ -251,9 +255,29 @@ func linkClosed(l underlay.Link) bool {
 	}
 }
 
-// onPong updates the smoothed RTT from a pong.
-func (n *Node) onPong(p *peer, sentNanos int64) {
-	rtt := time.Since(time.Unix(0, sentNanos))
+// sentPing is one ping in flight.
+type sentPing struct {
+	seq uint32
+	at  time.Time
+}
+
+// onPong updates the smoothed RTT from a pong with sequence number seq. The time a pong echoes is not
+// trusted (a peer could make itself look closer and pull routes through it); only a sequence number
+// this node sent counts, once, timed from when it left.
+func (n *Node) onPong(p *peer, seq uint32) {
+	now := time.Now()
+	n.mu.Lock()
+	s := &p.pingsSent[seq%uint32(len(p.pingsSent))]
+	ok := s.seq == seq && !s.at.IsZero()
+	at := s.at
+	if ok {
+		s.at = time.Time{} // a replayed or duplicated pong counts once
+	}
+	n.mu.Unlock()
+	if !ok {
+		return
+	}
+	rtt := now.Sub(at)
 	if rtt < 0 || rtt > 30*time.Second {
 		return
 	}

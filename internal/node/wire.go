@@ -4,7 +4,9 @@ package node
 //
 //	msgIP        | 1 | ttl u8 | IPv4 packet                 an IP packet on its way to the node owning its destination
 //	msgPing      | 2 | seq u32 | sent unix nanos u64        keepalive and latency probe, answered by msgPong
-//	msgPong      | 3 | seq u32 | sent unix nanos u64        the ping's payload echoed back
+//	msgPong      | 3 | seq u32 | sent unix nanos u64        the ping's payload echoed back; the RTT is
+//	                                                         timed by seq on the pinging node's clock (the
+//	                                                         echoed time is not trusted)
 //	msgAnnounce  | 4 | mesh.Announce wire encoding          link-state flooding
 //	msgKCP       | 5 | ttl u8 | dst node u64 | src node u64 | KCP segment   the proxy's transport
 //	msgSealed    | 7 | ttl u8 | dst node u64 | e2e data packet    a message in the end-to-end session of two
