@@ -273,7 +273,9 @@ func TestRogueRelay(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool {
 		r, ok := routeTo(a, "10.144.144.3/32")
 		return ok && r.NextHop == "10.144.144.66"
-	}, func() string { return fmt.Sprintf("alpha has no route to gamma through the rogue relay: %+v", a.routes()) })
+	}, func() string {
+		return fmt.Sprintf("alpha has no route to gamma through the rogue relay: %+v", a.routes())
+	})
 	mustPing(t, ha, c.ip, 10*time.Second)
 	before := c.status().Drops
 

@@ -53,9 +53,9 @@ type peer struct {
 	// pingsSent holds when the last pings left, by sequence number mod its length: a pong counts only
 	// for a ping this node sent, and its round trip is measured on this node's clock.
 	pingsSent [4]sentPing
-	rekeying bool
-	costUS   uint32 // cost last announced, for hysteresis
-	down     chan struct{}
+	rekeying  bool
+	costUS    uint32 // cost last announced, for hysteresis
+	down      chan struct{}
 }
 
 func (p *peer) sendLink() underlay.Link {
