@@ -24,6 +24,21 @@
 //	  were the packet not authenticated), and -count UDP datagrams from -inject-src go to -inject-to over
 //	  its own session with C. It prints "relaying" once both sessions are up, and on SIGTERM
 //	  "forwarded N tampered M injected K", then exits 0.
+//
+// Floods (issue 10). These need no session: an outsider can send them, and replay-init only needs a
+// first handshake message that a member made once.
+//
+//	hostile flood-unknown -to ADDR -rate 3000 -ports 1000 -seconds 10
+//	  data packets for receiver indices the node does not know, from -ports source ports in turn, at
+//	  -rate per second; counts the handshake messages the node sends back. Prints "sent N replies M".
+//
+//	hostile replay-init -to ADDR -rate 5000 -seconds 10
+//	  makes one valid first handshake message (it knows the secret), sends it once, then replays it at
+//	  -rate per second; counts the answers. Prints "sent N answered M".
+//
+//	hostile tcp-idle -to ADDR -conns 500 -seconds 15
+//	  opens -conns TCP connections and sends nothing; reports how many the node accepted and how long
+//	  the longest stayed open. Prints "opened N closed M longest-ms L".
 package main
 
 import (
@@ -37,6 +52,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -75,6 +91,10 @@ func run() error {
 	certFile := flag.String("cert", "", "certificate mode: this member's certificate, sent in the handshake and announcements")
 	keyFile := flag.String("cert-key", "", "certificate mode: this member's key")
 	flag.Parse()
+	switch flag.Arg(0) {
+	case "flood-unknown", "replay-init", "tcp-idle":
+		return flood(flag.Arg(0), flag.Args()[1:], *name, *secret)
+	}
 	if flag.NArg() < 1 {
 		return errors.New("usage: hostile [flags] forge-announce -victim NODEID | claim-ip -ip ADDR/PREFIX -to ADDR:PORT | relay -to ADDR [...]")
 	}
@@ -479,6 +499,136 @@ func (r *relay) pump(from, to *member, aToC bool, done <-chan struct{}) {
 			if to.send(pt) == nil {
 				r.forwarded.Add(1)
 			}
+		}
+	}
+}
+
+// flood runs one of the attacks that need no session.
+func flood(mode string, args []string, name, secret string) error {
+	fs := flag.NewFlagSet(mode, flag.ExitOnError)
+	to := fs.String("to", "", "the node, ip:port")
+	rate := fs.Int("rate", 1000, "packets per second")
+	ports := fs.Int("ports", 1, "source ports to send from, in turn")
+	seconds := fs.Float64("seconds", 10, "how long")
+	conns := fs.Int("conns", 500, "TCP connections")
+	fs.Parse(args)
+	dst, err := net.ResolveUDPAddr("udp4", *to)
+	if err != nil {
+		return err
+	}
+	dur := time.Duration(*seconds * float64(time.Second))
+	switch mode {
+	case "flood-unknown":
+		socks := make([]*net.UDPConn, *ports)
+		for i := range socks {
+			if socks[i], err = net.DialUDP("udp4", nil, dst); err != nil {
+				return err
+			}
+			defer socks[i].Close()
+		}
+		var replies atomic.Int64
+		for _, c := range socks {
+			go countReplies(c, session.TypeHandshakeInit, &replies)
+		}
+		pkt := make([]byte, session.DataHeaderLen+session.TagLen+16)
+		pkt[0] = session.TypeData
+		sent := pace(*rate, dur, func(i int) {
+			binary.BigEndian.PutUint32(pkt[4:8], uint32(i)*2654435761+1) // receiver index nobody has
+			binary.BigEndian.PutUint64(pkt[8:16], uint64(i))
+			socks[i%len(socks)].Write(pkt)
+		})
+		time.Sleep(500 * time.Millisecond) // answers still on their way
+		fmt.Println("sent", sent, "replies", replies.Load())
+		return nil
+	case "replay-init":
+		id, err := session.GenerateIdentity()
+		if err != nil {
+			return err
+		}
+		cfg := session.Config{Identity: id, PSK: session.DerivePSK(name, secret)}
+		_, msg1, err := session.NewInitiator(cfg, 0x72706c79, nil)
+		if err != nil {
+			return err
+		}
+		c, err := net.DialUDP("udp4", nil, dst)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		var answers atomic.Int64
+		go countReplies(c, session.TypeHandshakeResp, &answers)
+		c.Write(msg1) // the genuine one, answered
+		time.Sleep(200 * time.Millisecond)
+		sent := pace(*rate, dur, func(int) { c.Write(msg1) })
+		time.Sleep(500 * time.Millisecond)
+		fmt.Println("sent", sent, "answered", answers.Load())
+		return nil
+	case "tcp-idle":
+		type held struct {
+			c      net.Conn
+			opened time.Time
+		}
+		var mu sync.Mutex
+		opened, closed := 0, 0
+		var longest time.Duration
+		var wg sync.WaitGroup
+		for i := 0; i < *conns; i++ {
+			c, err := net.DialTimeout("tcp4", *to, 2*time.Second)
+			if err != nil {
+				continue
+			}
+			opened++
+			h := held{c, time.Now()}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer h.c.Close()
+				h.c.SetReadDeadline(h.opened.Add(dur))
+				var b [1]byte
+				_, err := h.c.Read(b[:])
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					return // still open at the end
+				}
+				mu.Lock()
+				closed++
+				longest = max(longest, time.Since(h.opened))
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		fmt.Println("opened", opened, "closed", closed, "longest-ms", longest.Milliseconds())
+		return nil
+	}
+	return fmt.Errorf("unknown flood %q", mode)
+}
+
+// pace calls send(i) rate times a second for d, in bursts every millisecond, and returns how many.
+func pace(rate int, d time.Duration, send func(i int)) int {
+	start := time.Now()
+	sent := 0
+	for el := time.Duration(0); el < d; el = time.Since(start) {
+		due := int(el.Seconds() * float64(rate))
+		for ; sent < due; sent++ {
+			send(sent)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return sent
+}
+
+// countReplies counts the packets of type typ that arrive on c until it is closed.
+func countReplies(c *net.UDPConn, typ byte, n *atomic.Int64) {
+	buf := make([]byte, 2048)
+	for {
+		k, err := c.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // ICMP errors surface as read errors on a connected socket
+		}
+		if t, ok := session.PacketType(buf[:k]); ok && t == typ {
+			n.Add(1)
 		}
 	}
 }

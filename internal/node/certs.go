@@ -140,9 +140,7 @@ func (n *Node) refusePeer(kp *session.Keypair, link underlay.Link, h hello, why 
 	}
 	// Its answers on the session we never installed would each start a handshake back
 	// (unknownSession); hold those off for a while, so a refused peer costs one handshake per dial.
-	n.hsMu.Lock()
-	n.hintAt[link.RemoteAddr()] = time.Now().Add(refusedHold)
-	n.hsMu.Unlock()
+	n.hs.holdHints(link.RemoteAddr().Addr(), time.Now().Add(refusedHold))
 	reason := why.Error()
 	if len(reason) > 512 {
 		reason = reason[:512]

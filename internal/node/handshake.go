@@ -1,14 +1,12 @@
 package node
 
 // Handshakes and dialling. Every underlay packet enters through handlePacket: types 1-3 are the three
-// Noise XXpsk0 messages, type 4 is data (dataplane.go). An initiator keeps its state in n.pending under
-// its local index until the answer arrives or HandshakeTimeout passes; a responder keeps its state there
-// until message 3 arrives.
+// Noise XXpsk0 messages, type 4 is data (dataplane.go). An initiator keeps its state in the handshake
+// table (pending.go) under its local index until the answer arrives or HandshakeTimeout passes; a
+// responder keeps its state there until message 3 arrives.
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -32,6 +30,9 @@ type pendingHandshake struct {
 	// answers must come through the mesh, a direct handshake's over an underlay link.
 	want   session.NodeID
 	routed bool
+	// responder: this node answered a message 1 from src (counted against the table's caps).
+	responder bool
+	src       netip.Addr
 }
 
 // routedOK reports whether a handshake answer that came over from fits ph (an e2e handshake is
@@ -91,77 +92,95 @@ func (n *Node) handlePacket(pkt []byte, from underlay.Link) []byte {
 	return nil
 }
 
-// newIndex picks an unused random local index. Caller holds hsMu.
-func (n *Node) newIndex() uint32 {
-	var b [4]byte
-	for {
-		_, _ = rand.Read(b[:])
-		i := binary.LittleEndian.Uint32(b[:])
-		if i == 0 {
-			continue
-		}
-		n.mu.RLock()
-		_, used := n.indices[i]
-		n.mu.RUnlock()
-		if _, pend := n.pending[i]; !used && !pend && !n.e2e.hasIndex(i) {
-			return i
-		}
-	}
+// indexUsed reports whether i is the local index of a session (direct or e2e); the handshake table
+// checks its own entries.
+func (n *Node) indexUsed(i uint32) bool {
+	n.mu.RLock()
+	_, used := n.indices[i]
+	n.mu.RUnlock()
+	return used || n.e2e.hasIndex(i)
 }
 
 // initiate sends handshake message 1 over link. done (optional) learns the outcome.
 func (n *Node) initiate(link underlay.Link, done chan session.NodeID) {
-	n.hsMu.Lock()
-	idx := n.newIndex()
-	init, msg1, err := session.NewInitiator(n.scfg, idx, nil)
-	if err != nil {
-		n.hsMu.Unlock()
-		n.log.Error("handshake init", "err", err)
-		return
-	}
-	ph := &pendingHandshake{init: init, started: time.Now(), done: done}
+	ph := &pendingHandshake{started: time.Now(), done: done}
 	if rl, ok := link.(*routedLink); ok {
 		ph.routed, ph.want = true, rl.dst
 	}
-	n.pending[idx] = ph
-	n.hsMu.Unlock()
+	idx, _ := n.hs.reserve(ph, n.indexUsed) // an initiator is never refused
+	init, msg1, err := session.NewInitiator(n.scfg, idx, nil)
+	if err != nil {
+		n.hs.remove(idx, ph)
+		n.log.Error("handshake init", "err", err)
+		return
+	}
+	ph.mu.Lock()
+	ph.init = init
+	ph.mu.Unlock()
 	if err := link.Send(msg1); err != nil {
 		n.log.Debug("send handshake", "to", link.RemoteAddr(), "err", err)
 	}
 }
 
+// handleInit answers a handshake message 1, within the limits of the handshake table (pending.go): its
+// source's rate, the responders pending from it and in all, and the session layer's replay and clock
+// checks, all before any Diffie-Hellman work.
 func (n *Node) handleInit(pkt []byte, from underlay.Link) {
-	n.hsMu.Lock()
-	defer n.hsMu.Unlock()
-	if len(n.pending) > 1024 {
-		n.drops.inc("handshake_flood")
-		return
-	}
-	idx := n.newIndex()
-	resp, msg2, _, err := session.Respond(n.scfg, pkt, idx, n.hello)
-	if err != nil {
-		if errors.Is(err, session.ErrPSKMismatch) {
-			n.drops.inc("psk_mismatch")
-			a := from.RemoteAddr().Addr()
-			if t, ok := n.mismatchAt[a]; !ok || time.Since(t) > 10*time.Second {
-				n.mismatchAt[a] = time.Now()
-				hint := ""
-				if n.certs != nil && n.cfg.NetworkSecret == "" {
-					hint = " (in certificate mode without a network secret: another --ca)"
-				}
-				n.log.Warn("network name or secret mismatch from " + from.RemoteAddr().String() +
-					": a node tried to join with another --network-name or --network-secret" + hint +
-					" (or runs a weft release with another protocol version); no session")
-			}
-		} else {
-			n.drops.inc("malformed")
-		}
+	src := sourceOf(from)
+	if !n.hs.allowInit(src) {
+		n.drops.inc("handshake_rate")
 		return
 	}
 	_, routed := from.(*routedLink)
-	n.pending[idx] = &pendingHandshake{resp: resp, started: time.Now(), routed: routed}
+	ph := &pendingHandshake{started: time.Now(), routed: routed, responder: true, src: src}
+	idx, err := n.hs.reserve(ph, n.indexUsed)
+	if err != nil {
+		n.drops.inc("handshake_flood")
+		if n.hs.logDue(netip.Addr{}, time.Now()) {
+			n.log.Warn("handshake table full: refusing handshakes from " + from.Network() + "://" + from.RemoteAddr().String() +
+				fmt.Sprintf(" (%d in flight, at most %d in all and %d per source address)", n.hs.len(), maxPending, maxPendingPerIP))
+		}
+		return
+	}
+	ph.mu.Lock()
+	resp, msg2, _, err := session.Respond(n.scfg, pkt, idx, n.hello)
+	ph.resp = resp
+	ph.mu.Unlock()
+	if err != nil {
+		n.hs.remove(idx, ph)
+		n.initRefused(err, from)
+		return
+	}
 	if err := from.Send(msg2); err != nil {
 		n.log.Debug("send handshake response", "to", from.RemoteAddr(), "err", err)
+	}
+}
+
+// initRefused counts (and for a wrong secret or clock, logs once per 10 s per address) why a
+// message 1 was not answered.
+func (n *Node) initRefused(err error, from underlay.Link) {
+	switch {
+	case errors.Is(err, session.ErrReplayedInit):
+		n.drops.inc("handshake_replay")
+	case errors.Is(err, session.ErrStaleInit):
+		n.drops.inc("handshake_stale")
+		if n.hs.logDue(sourceOf(from), time.Now()) {
+			n.log.Warn("refused a handshake from " + from.Network() + "://" + from.RemoteAddr().String() + ": " + err.Error() +
+				": a replay of an old message, or the two machines' clocks differ (check NTP on both); no session")
+		}
+	case errors.Is(err, session.ErrPSKMismatch):
+		n.drops.inc("psk_mismatch")
+		if n.hs.logDue(sourceOf(from), time.Now()) {
+			hint := ""
+			if n.certs != nil && n.cfg.NetworkSecret == "" {
+				hint = " (in certificate mode without a network secret: another --ca)"
+			}
+			n.log.Warn("network name or secret mismatch from " + from.RemoteAddr().String() +
+				": a node tried to join with another --network-name or --network-secret" + hint +
+				" (or runs a weft release with another protocol version); no session")
+		}
+	default:
+		n.drops.inc("malformed")
 	}
 }
 
@@ -173,27 +192,24 @@ func (n *Node) pendingFor(pkt []byte) (uint32, *pendingHandshake) {
 	if !ok {
 		return 0, nil
 	}
-	n.hsMu.Lock()
-	defer n.hsMu.Unlock()
-	return idx, n.pending[idx]
+	return idx, n.hs.get(idx)
 }
 
 // donePending removes a handshake that completed.
-func (n *Node) donePending(idx uint32, ph *pendingHandshake) {
-	n.hsMu.Lock()
-	if n.pending[idx] == ph {
-		delete(n.pending, idx)
-	}
-	n.hsMu.Unlock()
-}
+func (n *Node) donePending(idx uint32, ph *pendingHandshake) { n.hs.remove(idx, ph) }
 
 func (n *Node) handleResp(pkt []byte, from underlay.Link) {
 	idx, ph := n.pendingFor(pkt)
-	if ph == nil || ph.init == nil || !ph.routedOK(from) {
+	if ph == nil || ph.responder || !ph.routedOK(from) {
 		n.drops.inc("unknown_session")
 		return
 	}
 	ph.mu.Lock()
+	if ph.init == nil { // still being set up
+		ph.mu.Unlock()
+		n.drops.inc("unknown_session")
+		return
+	}
 	kp, msg3, peerHello, err := ph.init.Finish(pkt, n.hello)
 	ph.mu.Unlock()
 	if err != nil {
@@ -215,11 +231,16 @@ func (n *Node) handleResp(pkt []byte, from underlay.Link) {
 
 func (n *Node) handleFinal(pkt []byte, from underlay.Link) {
 	idx, ph := n.pendingFor(pkt)
-	if ph == nil || ph.resp == nil || !ph.routedOK(from) {
+	if ph == nil || !ph.responder || !ph.routedOK(from) {
 		n.drops.inc("unknown_session")
 		return
 	}
 	ph.mu.Lock()
+	if ph.resp == nil {
+		ph.mu.Unlock()
+		n.drops.inc("unknown_session")
+		return
+	}
 	kp, peerHello, err := ph.resp.Finish(pkt)
 	ph.mu.Unlock()
 	if err != nil {
@@ -241,25 +262,7 @@ func (ph *pendingHandshake) finish(id session.NodeID) {
 
 // tickHandshakes expires unanswered handshakes and old rate-limit entries.
 func (n *Node) tickHandshakes(now time.Time) {
-	n.hsMu.Lock()
-	var failed []*pendingHandshake
-	for i, ph := range n.pending {
-		if now.Sub(ph.started) > n.timers.HandshakeTimeout {
-			delete(n.pending, i)
-			failed = append(failed, ph)
-		}
-	}
-	for a, t := range n.mismatchAt {
-		if now.Sub(t) > time.Minute {
-			delete(n.mismatchAt, a)
-		}
-	}
-	for a, t := range n.hintAt {
-		if now.Sub(t) > 10*time.Second {
-			delete(n.hintAt, a)
-		}
-	}
-	n.hsMu.Unlock()
+	failed := n.hs.expire(now, n.timers.HandshakeTimeout)
 	n.mu.Lock()
 	for _, p := range n.peers {
 		if p.rekeying {
@@ -276,20 +279,15 @@ func (n *Node) tickHandshakes(now time.Time) {
 
 // unknownSession answers a data packet for a session this node does not have (typically: this node
 // restarted and the peer still uses the old keys) by starting a handshake towards the sender, at most
-// once per second per address. A forged packet can only make us send one handshake message.
+// once per second per source address and hintRate per second in all. A forged packet can only make
+// us send one handshake message, and a flood of them no more than that rate.
 func (n *Node) unknownSession(from underlay.Link) {
 	if from.Network() != "udp" {
 		return
 	}
-	n.hsMu.Lock()
-	a := from.RemoteAddr()
-	t, ok := n.hintAt[a]
-	if ok && time.Since(t) < time.Second {
-		n.hsMu.Unlock()
+	if !n.hs.allowHint(from.RemoteAddr().Addr(), time.Now()) {
 		return
 	}
-	n.hintAt[a] = time.Now()
-	n.hsMu.Unlock()
 	n.initiate(from, nil)
 }
 
@@ -313,8 +311,9 @@ func (n *Node) dialLoop(target config.URI) {
 		if failures >= 3 && time.Since(lastAdvice) > 30*time.Second {
 			lastAdvice = time.Now()
 			n.log.Warn(fmt.Sprintf("no valid handshake answer from %s after %d attempts (%v): the node may be down or unreachable, "+
-				"a firewall may drop %s port %d, or its --network-name / --network-secret differ from this node's",
-				target, failures, err, target.Scheme, target.Port))
+				"a firewall may drop %s port %d, its --network-name / --network-secret differ from this node's, "+
+				"or the two machines' clocks differ by more than %v",
+				target, failures, err, target.Scheme, target.Port, session.MaxClockSkew))
 		}
 		select {
 		case <-n.ctx.Done():

@@ -129,10 +129,8 @@ type Node struct {
 	// e2e holds the end-to-end sessions with nodes that are not direct peers (e2e.go).
 	e2e *e2eTable
 
-	hsMu       sync.Mutex
-	pending    map[uint32]*pendingHandshake
-	mismatchAt map[netip.Addr]time.Time // rate limit of the secret-mismatch log line
-	hintAt     map[netip.AddrPort]time.Time
+	// hs holds the handshakes in flight and the limits on unauthenticated input (pending.go).
+	hs *handshakeTable
 
 	recomputeMu sync.Mutex
 	annMu       sync.Mutex
@@ -179,9 +177,7 @@ func New(opts Options) (*Node, error) {
 		peers:      make(map[session.NodeID]*peer),
 		indices:    make(map[uint32]*keyEntry),
 		e2e:        newE2ETable(),
-		pending:    make(map[uint32]*pendingHandshake),
-		mismatchAt: make(map[netip.Addr]time.Time),
-		hintAt:     make(map[netip.AddrPort]time.Time),
+		hs:         newHandshakeTable(),
 		kernel:     make(map[netip.Prefix]bool),
 		warnings:   make(map[string]string),
 	}
@@ -217,7 +213,10 @@ func (n *Node) Run(ctx context.Context) error {
 		Signer:      n.signer,
 		PSK:         creds.psk,
 		AESHardware: session.HasAESHardware(),
+		InitCache:   session.NewInitCache(0),
 	}
+	n.hs.start()
+	defer n.hs.close()
 	// Argon2id used 64 MiB once; give it back to the system rather than carry it as resident memory.
 	debug.FreeOSMemory()
 	n.hello = hello{IPv4: cfg.IPv4, Hostname: cfg.Hostname, Cert: n.ownCert()}.marshal()
@@ -280,6 +279,7 @@ func (n *Node) Run(ctx context.Context) error {
 
 	n.tunBatches.New = func() any { b := make([][]byte, 0, 128); return &b }
 	n.tr = underlay.New(n.handlePackets, n.log)
+	n.tr.SetCounter(n.drops.inc) // limits on unauthenticated TCP connections, counted with the drops
 	defer n.tr.Close()
 	for _, u := range cfg.Listen {
 		bound, err := n.tr.Listen(u)

@@ -22,6 +22,8 @@ var dropReasons = [...]string{
 	"no_session", "no_proxy", "ttl_exceeded", "not_ipv4", "seal", "send", "tun_read", "tun_write", "announce_forged",
 	"src_not_owned", "src_spoofed", "src_unknown", "proxy_open_spoofed", "cert_refused", "announce_uncertified",
 	"src_not_sender", "not_local", "e2e_queue_full", "e2e_wrong_peer", "e2e_decrypt", "e2e_replay",
+	"handshake_rate", "handshake_replay", "handshake_stale",
+	"tcp_conn_limit", "tcp_handshake_timeout", "tcp_frame_before_session",
 	"other",
 }
 

@@ -99,6 +99,7 @@ func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []by
 			": it uses this node's virtual IP "+h.IPv4.Addr().String()+"; give each node its own --ipv4")
 		return false
 	}
+	underlay.Trust(link) // a TCP connection gets its full buffers and leaves the handshake deadline
 	now := time.Now()
 	n.mu.Lock()
 	p := n.peers[id]

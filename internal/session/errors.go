@@ -23,4 +23,9 @@ var (
 	// ErrKeyExhausted means a keypair has used all RejectAfterMessages
 	// counters; the node must complete a new handshake.
 	ErrKeyExhausted = errors.New("keypair exhausted its counters: a new handshake is needed")
+	// ErrReplayedInit means a handshake's first message was seen before (InitCache): a replay.
+	ErrReplayedInit = errors.New("replayed handshake init")
+	// ErrStaleInit means a handshake's first message carries a clock more than MaxClockSkew from ours: a
+	// replay of an old one, or the two nodes' clocks differ (check NTP).
+	ErrStaleInit = errors.New("handshake init timestamp outside the clock window")
 )

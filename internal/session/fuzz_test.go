@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 )
 
 // fuzzFixture is a handshake with fixed identities and ephemeral keys, so
@@ -26,7 +27,8 @@ func newFuzzFixture(f *testing.F) *fuzzFixture {
 		if err != nil {
 			f.Fatal(err)
 		}
-		*cfg = Config{Identity: id, PSK: testPSK}
+		// A fixed clock: message 1 carries it, and the fixture must be the same every run.
+		*cfg = Config{Identity: id, PSK: testPSK, Now: fixedClock(time.Unix(1_800_000_000, 0))}
 	}
 	var err error
 	fx.ini, fx.msg1, err = newInitiator(fx.initCfg, 1, []byte("p1"), fixedKey(20))

@@ -30,6 +30,9 @@ type Config struct {
 	Now func() time.Time
 	// Signer is Identity's signing key (Identity.Signer); nil derives it for each handshake.
 	Signer *Signer
+	// InitCache, on a responder, remembers first messages so that a replayed one is refused before any
+	// Diffie-Hellman work (ErrReplayedInit); nil checks only their timestamps (ErrStaleInit).
+	InitCache *InitCache
 }
 
 func (c *Config) signer() *Signer {
@@ -122,11 +125,12 @@ func NewInitiator(cfg Config, localIndex uint32, payload []byte) (*Initiator, []
 // newInitiator is NewInitiator with a given ephemeral private key.
 func newInitiator(cfg Config, localIndex uint32, payload []byte, eph [32]byte) (*Initiator, []byte, error) {
 	mask := supportedCiphers(cfg.AESHardware)
+	p1 := binary.BigEndian.AppendUint64([]byte{mask}, uint64(cfg.now().UnixNano()))
 	h := &Initiator{
 		cfg:        cfg,
 		localIndex: localIndex,
 		ephemeral:  eph,
-		payload1:   append([]byte{mask}, payload...),
+		payload1:   append(p1, payload...),
 		offered:    mask,
 	}
 	_, msg1, err := h.message1()
@@ -276,6 +280,12 @@ func respond(cfg Config, msg1 []byte, localIndex uint32, payload2 []byte, eph [3
 		ephemeral:   eph,
 		noiseMsg1:   bytes.Clone(msg1[initHeaderLen:]),
 	}
+	// Freshness first (initcache.go): a remembered ephemeral key costs nothing to refuse.
+	now := cfg.now()
+	e := [32]byte(r.noiseMsg1[:32])
+	if cfg.InitCache != nil && cfg.InitCache.seenBefore(e, now) {
+		return nil, nil, nil, fmt.Errorf("handshake init from index %d: %w", sender, ErrReplayedInit)
+	}
 	hs, err := newHandshakeState(&r.cfg, false, &r.ephemeral)
 	if err != nil {
 		return nil, nil, nil, err
@@ -284,8 +294,16 @@ func respond(cfg Config, msg1 []byte, localIndex uint32, payload2 []byte, eph [3
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("handshake init from index %d: %w; use the same network name and secret on both nodes", sender, ErrPSKMismatch)
 	}
-	if len(p1) < 1 {
-		return nil, nil, nil, fmt.Errorf("handshake init from index %d: no cipher field: %w", sender, ErrMalformed)
+	if len(p1) < 1+initStampLen {
+		return nil, nil, nil, fmt.Errorf("handshake init from index %d: no cipher field and timestamp: %w", sender, ErrMalformed)
+	}
+	stamp := time.Unix(0, int64(binary.BigEndian.Uint64(p1[1:])))
+	if skew := now.Sub(stamp); skew > MaxClockSkew || skew < -MaxClockSkew {
+		return nil, nil, nil, fmt.Errorf("handshake init from index %d: its clock is %v off this node's (more than %v): %w",
+			sender, skew.Round(time.Second), MaxClockSkew, ErrStaleInit)
+	}
+	if cfg.InitCache != nil {
+		cfg.InitCache.add(e, stamp.Add(MaxClockSkew), now)
 	}
 	offered := p1[0]
 	switch {
@@ -304,7 +322,7 @@ func respond(cfg Config, msg1 []byte, localIndex uint32, payload2 []byte, eph [3
 		return nil, nil, nil, fmt.Errorf("write handshake response: %w", err)
 	}
 	r.hs = hs
-	return r, msg2, p1[1:], nil
+	return r, msg2, p1[1+initStampLen:], nil
 }
 
 // rebuild recomputes the handshake state after message 2 from the stored

@@ -34,9 +34,10 @@ const (
 // 1-byte cipher field).
 const (
 	noiseMsg1Min = 32 + 16      // e, payload tag
+	initStampLen = 8            // message 1's clock, unix nanos (initcache.go)
 	noiseMsg2Min = 32 + 48 + 16 // e, encrypted s, payload tag
 	noiseMsg3Min = 48 + 16      // encrypted s, payload tag
-	msg1Overhead = initHeaderLen + noiseMsg1Min + 1
+	msg1Overhead = initHeaderLen + noiseMsg1Min + 1 + initStampLen
 	msg2Overhead = respHeaderLen + noiseMsg2Min + 1 + bindingLen // cipher, signing key binding
 	msg3Overhead = respHeaderLen + noiseMsg3Min + bindingLen
 )

@@ -3,6 +3,12 @@ package underlay
 // TCP path: every connection (accepted or dialled) gets a reader goroutine that reads 2-byte length
 // frames and hands each packet to the Handler with the connection's tcpLink. Sends write the length and
 // the packet in one write under a per-connection mutex, so concurrent senders never interleave frames.
+//
+// Until the node marks a connection authenticated (Trust, once a session is established on it) it costs
+// little and lives briefly: frames of at most maxUntrustedFrame bytes, read unbuffered into one small
+// buffer; closed after HandshakeDeadline; at most MaxUntrustedPerIP such connections per source address
+// (more are closed at once) and MaxUntrusted in all (the oldest is closed to admit a new one). The
+// batch buffers (4 MiB) are allocated only after Trust.
 
 import (
 	"bufio"
@@ -13,6 +19,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,19 +45,119 @@ func (t *Transport) acceptLoop(ln net.Listener) {
 	}
 }
 
+const (
+	// HandshakeDeadline is how long a TCP connection may stay open without a session on it.
+	HandshakeDeadline = 5 * time.Second
+	// MaxUntrustedPerIP and MaxUntrusted bound the TCP connections without a session yet, per source
+	// address and in all.
+	MaxUntrustedPerIP = 8
+	MaxUntrusted      = 256
+	// maxUntrustedFrame is the largest frame read before a connection is trusted: handshake messages
+	// (with a certificate) are far smaller.
+	maxUntrustedFrame = 4096
+	// untrustedSpare is the room behind a frame read before trust (a relay may re-seal in place).
+	untrustedSpare = 64
+)
+
+// Trust marks l authenticated: a session was established on it. A TCP link then gets its full buffers
+// and leaves the limits on unauthenticated connections; for a UDP link it does nothing.
+func Trust(l Link) {
+	if tl, ok := l.(*tcpLink); ok && tl.trusted.CompareAndSwap(false, true) {
+		if tl.t != nil {
+			tl.t.untrust(tl)
+		}
+	}
+}
+
+// admit accounts a new connection against the limits on unauthenticated connections. It returns false
+// when its source address has too many already; at the global limit it closes the oldest one.
+func (t *Transport) admit(l *tcpLink) bool {
+	a := l.addr.Addr()
+	var evict *tcpLink
+	t.mu.Lock()
+	if t.untrustedPerIP[a] >= MaxUntrustedPerIP {
+		t.mu.Unlock()
+		t.count("tcp_conn_limit")
+		return false
+	}
+	if len(t.untrusted) >= MaxUntrusted {
+		for c := range t.untrusted {
+			if evict == nil || c.opened.Before(evict.opened) {
+				evict = c
+			}
+		}
+		delete(t.untrusted, evict)
+		t.decPerIP(evict.addr.Addr())
+	}
+	t.untrusted[l] = struct{}{}
+	t.untrustedPerIP[a]++
+	t.mu.Unlock()
+	if evict != nil {
+		t.count("tcp_conn_limit")
+		evict.Close()
+	}
+	l.deadline = time.AfterFunc(t.handshakeDeadline, func() {
+		if !l.trusted.Load() {
+			t.count("tcp_handshake_timeout")
+			t.log.Debug("tcp: no session within the handshake deadline, closing", "remote", l.addr, "deadline", t.handshakeDeadline)
+			l.Close()
+		}
+	})
+	return true
+}
+
+// untrust takes l out of the accounting of unauthenticated connections (trusted, or closed).
+func (t *Transport) untrust(l *tcpLink) {
+	t.mu.Lock()
+	if _, ok := t.untrusted[l]; ok {
+		delete(t.untrusted, l)
+		t.decPerIP(l.addr.Addr())
+	}
+	t.mu.Unlock()
+	if l.deadline != nil {
+		l.deadline.Stop()
+	}
+}
+
+// decPerIP lowers a source's count of unauthenticated connections; t.mu held.
+func (t *Transport) decPerIP(a netip.Addr) {
+	if t.untrustedPerIP[a]--; t.untrustedPerIP[a] <= 0 {
+		delete(t.untrustedPerIP, a)
+	}
+}
+
+// Untrusted returns the number of TCP connections without a session yet.
+func (t *Transport) Untrusted() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.untrusted)
+}
+
 func (t *Transport) adoptTCP(c *net.TCPConn) (*tcpLink, error) {
 	_ = c.SetNoDelay(true)
 	_ = c.SetKeepAlive(true)
 	_ = c.SetKeepAlivePeriod(10 * time.Second)
 	ap := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	l := &tcpLink{
-		conn: c,
-		addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()),
-		done: make(chan struct{}),
+		t:      t,
+		conn:   c,
+		addr:   netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()),
+		done:   make(chan struct{}),
+		opened: time.Now(),
+	}
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed {
+		return nil, net.ErrClosed
+	}
+	if !t.admit(l) {
+		return nil, errTooManyUntrusted
 	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
+		t.untrust(l)
 		return nil, net.ErrClosed
 	}
 	t.conns[l] = struct{}{}
@@ -60,14 +167,46 @@ func (t *Transport) adoptTCP(c *net.TCPConn) (*tcpLink, error) {
 	return l, nil
 }
 
+var errTooManyUntrusted = errors.New("too many TCP connections without a session from this address")
+
+// readUntrusted reads the frames of l one by one, unbuffered and into one small buffer, until l is
+// trusted (it returns true) or fails or sends a frame too big for a handshake (false).
+func (t *Transport) readUntrusted(l *tcpLink) bool {
+	buf := make([]byte, maxUntrustedFrame+untrustedSpare)
+	var hdr [2]byte
+	for !l.trusted.Load() {
+		if _, err := io.ReadFull(l.conn, hdr[:]); err != nil {
+			return false
+		}
+		n := int(binary.BigEndian.Uint16(hdr[:]))
+		if n == 0 {
+			continue
+		}
+		if n > maxUntrustedFrame {
+			t.count("tcp_frame_before_session")
+			t.log.Debug("tcp: frame too big before a session, closing", "remote", l.addr, "bytes", n)
+			return false
+		}
+		if _, err := io.ReadFull(l.conn, buf[:n]); err != nil {
+			return false
+		}
+		t.handler([]Packet{{Data: buf[:n], From: l}})
+	}
+	return true
+}
+
 func (t *Transport) readTCP(l *tcpLink) {
 	defer t.wg.Done()
 	defer func() {
 		l.Close()
+		t.untrust(l)
 		t.mu.Lock()
 		delete(t.conns, l)
 		t.mu.Unlock()
 	}()
+	if !t.readUntrusted(l) {
+		return
+	}
 	r := bufio.NewReaderSize(l.conn, 256<<10)
 	bufs := make([][]byte, tcpBatch)
 	for i := range bufs {
@@ -119,8 +258,13 @@ func (t *Transport) readTCP(l *tcpLink) {
 const tcpBatch = 64
 
 type tcpLink struct {
+	t    *Transport
 	conn *net.TCPConn
 	addr netip.AddrPort
+
+	opened   time.Time
+	trusted  atomic.Bool
+	deadline *time.Timer // closes the connection if no session is established on it in time
 
 	wmu  sync.Mutex
 	wbuf []byte

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/weft-vpn/weft/internal/config"
 )
@@ -30,8 +31,9 @@ const MaxPacket = 65535
 
 // Packet is one received packet and the link it came on.
 type Packet struct {
-	// Data is the packet. It has spare capacity up to MaxPacket, so the receiver may rewrite it in place
-	// (decrypt, re-seal for a relay hop) and hand it on, until the Handler returns.
+	// Data is the packet. It has spare capacity (up to MaxPacket; at least 64 bytes on a TCP link without
+	// a session yet), so the receiver may rewrite it in place (decrypt, re-seal for a relay hop) and hand
+	// it on, until the Handler returns.
 	Data []byte
 	From Link
 }
@@ -70,22 +72,40 @@ type Transport struct {
 	ephemeral map[string]*udpSocket
 	tcpLn     []net.Listener
 	conns     map[*tcpLink]struct{}
-	closed    bool
-	wg        sync.WaitGroup
-	ctx       context.Context
-	cancel    context.CancelFunc
+	// TCP connections without a session yet (tcp.go), and their number per source address.
+	untrusted         map[*tcpLink]struct{}
+	untrustedPerIP    map[netip.Addr]int
+	counter           func(reason string)
+	handshakeDeadline time.Duration // HandshakeDeadline; shorter in tests
+	closed            bool
+	wg                sync.WaitGroup
+	ctx               context.Context
+	cancel            context.CancelFunc
 }
 
 // New returns a Transport that hands every received packet to h.
 func New(h Handler, log *slog.Logger) *Transport {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Transport{
-		handler:   h,
-		log:       log,
-		ephemeral: make(map[string]*udpSocket),
-		conns:     make(map[*tcpLink]struct{}),
-		ctx:       ctx,
-		cancel:    cancel,
+		handler:           h,
+		log:               log,
+		ephemeral:         make(map[string]*udpSocket),
+		conns:             make(map[*tcpLink]struct{}),
+		untrusted:         make(map[*tcpLink]struct{}),
+		untrustedPerIP:    make(map[netip.Addr]int),
+		handshakeDeadline: HandshakeDeadline,
+		ctx:               ctx,
+		cancel:            cancel,
+	}
+}
+
+// SetCounter sets the function told about every limit the transport enforces ("tcp_conn_limit",
+// "tcp_handshake_timeout", "tcp_frame_before_session"). Call it before Listen.
+func (t *Transport) SetCounter(f func(reason string)) { t.counter = f }
+
+func (t *Transport) count(reason string) {
+	if t.counter != nil {
+		t.counter(reason)
 	}
 }
 
@@ -156,7 +176,8 @@ func (t *Transport) Dial(ctx context.Context, network string, addr netip.AddrPor
 		}
 		l, err := t.adoptTCP(c.(*net.TCPConn))
 		if err != nil {
-			return nil, err
+			c.Close()
+			return nil, fmt.Errorf("dial tcp %s: %w", addr, err)
 		}
 		return l, nil
 	default:
