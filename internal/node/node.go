@@ -168,18 +168,18 @@ func New(opts Options) (*Node, error) {
 		log = slog.Default()
 	}
 	n := &Node{
-		cfg:        opts.Config,
-		version:    opts.Version,
-		timers:     opts.Timers.withDefaults(),
-		fakeDev:    opts.Device,
-		ready:      make(chan struct{}),
-		log:        log,
-		peers:      make(map[session.NodeID]*peer),
-		indices:    make(map[uint32]*keyEntry),
-		e2e:        newE2ETable(),
-		hs:         newHandshakeTable(),
-		kernel:     make(map[netip.Prefix]bool),
-		warnings:   make(map[string]string),
+		cfg:      opts.Config,
+		version:  opts.Version,
+		timers:   opts.Timers.withDefaults(),
+		fakeDev:  opts.Device,
+		ready:    make(chan struct{}),
+		log:      log,
+		peers:    make(map[session.NodeID]*peer),
+		indices:  make(map[uint32]*keyEntry),
+		e2e:      newE2ETable(),
+		hs:       newHandshakeTable(),
+		kernel:   make(map[netip.Prefix]bool),
+		warnings: make(map[string]string),
 	}
 	return n, nil
 }
