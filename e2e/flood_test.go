@@ -5,6 +5,7 @@ package e2e
 // the stated bounds hold (replies sent, memory, CPU) and that honest nodes still get in.
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -192,5 +193,52 @@ func TestIdleTCPConnections(t *testing.T) {
 	}
 	if _, ok := c.peer(f.b.ip); !ok {
 		t.Error("gamma's TCP session with beta did not survive")
+	}
+}
+
+// TestInventedOrigins: a member floods beta with signed announcements for 5,000 invented nodes. Beta's
+// announcement database stops at its cap (4,096 origins; the rest are refused and counted), beta's
+// routes to alpha stay as they were, and alpha's proxied TCP flow to beta goes through the proxy.
+func TestInventedOrigins(t *testing.T) {
+	lab := netlab.New(t)
+	ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
+	_, bOnAB := link(lab, ha, hb, 1)
+	_, bOnMB := link(lab, hm, hb, 2)
+	proxy := []string{"--tcp-proxy", "kcp"}
+	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", extra: proxy})
+	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}, extra: proxy})
+	b.waitPeer(a.ip, 10*time.Second)
+	pid := b.proc.Pid()
+	cpu0, start := procCPU(t, pid), time.Now()
+	const count = 5000
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := hm.RunErr(ctx, hostileBin, "-peer", netip.AddrPortFrom(bOnMB, 11010).String(), "-count", strconv.Itoa(count), "invent-origins")
+	if err != nil || strings.TrimSpace(out) != fmt.Sprintf("sent %d", count) {
+		t.Fatalf("hostile member: %v: %q", err, out)
+	}
+	var refused uint64
+	waitFor(t, 10*time.Second, func() bool {
+		refused = b.status().Drops["announce_db_full"]
+		return refused >= count-4096+2 // beta and alpha hold two places (the member announces no one of its own)
+	}, func() string {
+		return fmt.Sprintf("beta refused %d invented origins (announce_db_full), want >= %d; drops %v", refused, count-4096+2, b.status().Drops)
+	})
+	time.Sleep(500 * time.Millisecond) // let the last recompute run
+	t.Logf("beta refused %d of %d invented origins; CPU %v over %v", refused, count, procCPU(t, pid)-cpu0, time.Since(start).Round(time.Millisecond))
+	if r, ok := routeTo(b, "10.144.144.1/32"); !ok || r.NodeID != a.status().NodeID || r.NextHop != "10.144.144.1" {
+		t.Fatalf("beta's route to alpha after the flood: %+v (found %v)", r, ok)
+	}
+	if !strings.Contains(b.proc.Log(), "announcement database full") {
+		t.Error("beta did not log that its announcement database is full")
+	}
+	mustPing(t, ha, b.ip, 3*time.Second)
+	startProbe(t, hb, "echo-server", "10.144.144.2:7830")
+	opened := a.status().Proxy.FlowsOpened
+	if out := runProbe(t, ha, 30*time.Second, "flood", "10.144.144.2:7830", "4", "65536"); !strings.HasPrefix(out, "ok") {
+		t.Fatalf("alpha's proxied flows to beta after the flood: %s", out)
+	}
+	if a.status().Proxy.FlowsOpened < opened+4 {
+		t.Error("alpha's TCP flows to beta did not go through the KCP proxy")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,33 @@ func TestRelayLine(t *testing.T) {
 	if got := askPeerAddr(t, ha, "tcp", ipC, 7000, 40200); got != "10.144.144.1:40200" {
 		t.Errorf("TCP service on gamma saw %q, want 10.144.144.1:40200", got)
 	}
+	// Relayed packets carry a 42-byte end-to-end envelope: alpha's kernel has a route to gamma with
+	// the TUN MTU minus 42, so full-size packets are not fragmented on the 1500-byte underlay.
+	if out := ha.Run(t, "ip", "route", "get", ipC.String()); !strings.Contains(out, "mtu 1358") {
+		t.Errorf("alpha's kernel route to gamma: %q, want mtu 1358 (1400 - 42)", out)
+	}
+	nstat := func(h *netlab.Host) int {
+		out := h.Run(t, "cat", "/proc/net/snmp")
+		lines := strings.Split(out, "\n")
+		for i := 0; i+1 < len(lines); i += 2 {
+			if strings.HasPrefix(lines[i], "Ip: ") {
+				names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+				for j, n := range names {
+					if n == "FragCreates" {
+						v, _ := strconv.Atoi(vals[j])
+						return v
+					}
+				}
+			}
+		}
+		t.Fatal("no Ip FragCreates in /proc/net/snmp")
+		return 0
+	}
+	frags := nstat(ha)
 	transferChecked(t, ha, hc, ipC, 7001, 64<<20)
+	if d := nstat(ha) - frags; d > 100 {
+		t.Errorf("alpha's kernel fragmented %d packets during 64 MiB to gamma through beta", d)
+	}
 }
 
 // TestFailover: two relays between A and C. Killing the relay in use moves traffic to the other one

@@ -25,6 +25,11 @@
 //	  its own session with C. It prints "relaying" once both sessions are up, and on SIGTERM
 //	  "forwarded N tampered M injected K", then exits 0.
 //
+//	hostile -peer ADDR invent-origins -count 5000
+//	  sends announcements for -count invented nodes (each with its own fresh key and a valid signature,
+//	  each claiming to be this member's neighbour, addresses 10.144.144.100-249), as fast as the socket
+//	  takes them. Prints "sent N".
+//
 // Floods (issue 10). These need no session: an outsider can send them, and replay-init only needs a
 // first handshake message that a member made once.
 //
@@ -154,6 +159,13 @@ func run() error {
 			return err
 		}
 		n, err := m.claimIP(claimed, dst, crt, *count)
+		if err != nil {
+			return err
+		}
+		fmt.Println("sent", n)
+		return nil
+	case "invent-origins":
+		n, err := m.inventOrigins(*count)
 		if err != nil {
 			return err
 		}
@@ -631,4 +643,31 @@ func countReplies(c *net.UDPConn, typ byte, n *atomic.Int64) {
 			n.Add(1)
 		}
 	}
+}
+
+// inventOrigins sends count announcements, each for a freshly invented node.
+func (m *member) inventOrigins(count int) (int, error) {
+	seq := uint64(time.Now().UnixNano())
+	for i := 0; i < count; i++ {
+		id, err := session.GenerateIdentity()
+		if err != nil {
+			return i, err
+		}
+		signer := id.Signer()
+		a := mesh.Announce{
+			Origin: signer.NodeID(), Seq: seq, Hostname: fmt.Sprintf("invented-%d", i),
+			IPv4:      netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 144, 144, byte(100 + i%150)}), 24),
+			Neighbors: []mesh.Neighbor{{ID: m.signer.NodeID(), CostUS: 1000}},
+		}
+		if err := a.Sign(signer); err != nil {
+			return i, err
+		}
+		if err := m.send(append([]byte{msgAnnounce}, a.Wire()...)); err != nil {
+			return i, err
+		}
+		if i%64 == 63 {
+			time.Sleep(time.Millisecond) // do not overrun the node's socket buffer
+		}
+	}
+	return count, nil
 }

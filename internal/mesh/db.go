@@ -10,6 +10,11 @@ import (
 // MaxAge is how long an Announce lives without being refreshed by its origin.
 const MaxAge = 60 * time.Second
 
+// MaxOrigins bounds the origins the database holds (this node included). Announcements of further
+// origins are refused until some expire: a member can invent origins (each needs only a fresh key),
+// and every one costs memory, a share of each recompute and, for its address, a kernel route.
+const MaxOrigins = 4096
+
 // RefreshInterval is how often a node re-floods its own Announce even when nothing changed.
 const RefreshInterval = 20 * time.Second
 
@@ -32,16 +37,27 @@ func NewDB(self session.NodeID) *DB {
 }
 
 // Update stores a if it is newer than what the database holds for its origin and reports whether it was
-// stored (the caller then floods it to its other neighbours). An Announce that claims to come from this
-// node but was not made by it (a stale one from before a restart) is refused.
-func (db *DB) Update(a Announce, now time.Time) bool {
+// stored (the caller then floods it to its other neighbours). A new origin beyond MaxOrigins is refused
+// (full reports it).
+func (db *DB) Update(a Announce, now time.Time) (stored, full bool) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if e, ok := db.entries[a.Origin]; ok && e.a.Seq >= a.Seq {
-		return false
+	e, ok := db.entries[a.Origin]
+	if ok && e.a.Seq >= a.Seq {
+		return false, false
+	}
+	if !ok && len(db.entries) >= MaxOrigins {
+		return false, true
 	}
 	db.entries[a.Origin] = entry{a: a, seen: now}
-	return true
+	return true, false
+}
+
+// Len returns the number of origins held.
+func (db *DB) Len() int {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return len(db.entries)
 }
 
 // SetSelf stores this node's own Announce (always accepted, it is the authority on itself).

@@ -130,15 +130,15 @@ func TestDBSequence(t *testing.T) {
 	now := time.Now()
 	a := ann(2, "10.0.0.2/24")
 	a.Seq = 5
-	if !db.Update(a, now) {
+	if ok, _ := db.Update(a, now); !ok {
 		t.Fatal("first announce not stored")
 	}
 	a.Seq = 4
-	if db.Update(a, now) {
+	if ok, _ := db.Update(a, now); ok {
 		t.Fatal("older announce replaced a newer one")
 	}
 	a.Seq = 5
-	if db.Update(a, now) {
+	if ok, _ := db.Update(a, now); ok {
 		t.Fatal("same sequence stored twice (would flood forever)")
 	}
 	db.SetSelf(ann(1, "10.0.0.1/24"), now)

@@ -6,6 +6,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/weft-vpn/weft/internal/mesh"
 	"github.com/weft-vpn/weft/internal/session"
-	"github.com/weft-vpn/weft/internal/tun"
 )
 
 // costChanged reports whether a measured cost moved enough to be re-announced (hysteresis: more than a
@@ -154,9 +154,48 @@ func (n *Node) receiveAnnounce(from *peer, b []byte) {
 		}
 		return
 	}
-	if n.db.Update(a, time.Now()) {
+	stored, full := n.db.Update(a, time.Now())
+	if full {
+		n.drops.inc("announce_db_full")
+		if n.warnDue(&n.fullAt, from.id) {
+			n.log.Warn(fmt.Sprintf("announcement database full (%d origins): refused a new origin %s passed on by node %s; "+
+				"a member may be inventing nodes", mesh.MaxOrigins, a.Origin, from.id))
+		}
+		return
+	}
+	if stored {
 		n.flood(a, from.id)
+		n.recomputeSoon()
+	}
+}
+
+// recomputeEvery is the shortest interval between two recomputes caused by announcements: a burst of
+// them (a node joining with a big database, or a member inventing origins) costs one recompute per
+// interval, not one each.
+const recomputeEvery = 50 * time.Millisecond
+
+// recomputeSoon asks for a recompute: at once when none ran in the last recomputeEvery, else when that
+// interval has passed, for every request made meanwhile.
+func (n *Node) recomputeSoon() {
+	select {
+	case n.recomputeReq <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+func (n *Node) recomputeLoop() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.recomputeReq:
+		}
 		n.recompute()
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(recomputeEvery):
+		}
 	}
 }
 
@@ -182,7 +221,7 @@ func (n *Node) recompute() {
 		}
 	}
 	n.updateConflictWarnings(tab)
-	n.syncKernelRoutes(tab)
+	n.routes.apply(n.wantRoutes(tab))
 }
 
 func (n *Node) updateConflictWarnings(tab *mesh.Table) {
@@ -247,51 +286,10 @@ func (n *Node) acceptList() string {
 	return strings.Join(parts, ", ")
 }
 
-func (n *Node) syncKernelRoutes(tab *mesh.Table) {
-	if n.fakeDev != nil {
-		return
-	}
-	want := n.kernelPrefixes(tab)
-	n.dropUnsafe(want)
-	n.annMu.Lock()
-	defer n.annMu.Unlock()
-	for p := range n.kernel {
-		if !want[p] {
-			if err := tun.DelRoute(n.cfg.Dev, p); err != nil {
-				n.log.Warn("remove route", "prefix", p, "err", err)
-			}
-			delete(n.kernel, p)
-		}
-	}
-	for p := range want {
-		if n.kernel[p] {
-			continue
-		}
-		if err := tun.AddRoute(n.cfg.Dev, p, n.cfg.IPv4.Addr()); err != nil {
-			n.log.Warn("install route", "prefix", p, "err", err)
-			continue
-		}
-		n.kernel[p] = true
-	}
-}
-
-func (n *Node) removeKernelRoutes() {
-	n.annMu.Lock()
-	defer n.annMu.Unlock()
-	for p := range n.kernel {
-		_ = tun.DelRoute(n.cfg.Dev, p)
-		delete(n.kernel, p)
-	}
-}
-
 // dropUnsafe removes from want every prefix that would send this node's own underlay traffic into the
 // tunnel (a routing loop): one that overlaps a network of a local interface (the underlay, the LAN,
 // loopback) or contains the address of a peer endpoint this node uses. Each gets a warning that names it.
-func (n *Node) dropUnsafe(want map[netip.Prefix]bool) {
-	local, err := tun.LocalPrefixes(n.cfg.Dev)
-	if err != nil {
-		n.log.Warn("list local networks", "err", err)
-	}
+func (n *Node) dropUnsafe(want map[netip.Prefix]bool, local []netip.Prefix) {
 	endpoints := n.endpointAddrs()
 	reasons := map[netip.Prefix]string{}
 	for p := range want {

@@ -132,12 +132,13 @@ type Node struct {
 	// hs holds the handshakes in flight and the limits on unauthenticated input (pending.go).
 	hs *handshakeTable
 
-	recomputeMu sync.Mutex
-	annMu       sync.Mutex
-	annSeq      uint64
-	annDirty    bool
-	annFlooded  time.Time
-	kernel      map[netip.Prefix]bool // routes installed on the TUN besides the connected network
+	recomputeMu  sync.Mutex
+	recomputeReq chan struct{} // recomputeSoon -> recomputeLoop
+	annMu        sync.Mutex
+	annSeq       uint64
+	annDirty     bool
+	annFlooded   time.Time
+	routes       *routeSync // the TUN's routes besides its connected network (routes.go)
 
 	warnMu    sync.Mutex
 	warnings  map[string]string            // key -> text
@@ -146,6 +147,7 @@ type Node struct {
 	refusedAt map[session.NodeID]time.Time // last warning about a peer this node refused
 	refusedBy map[session.NodeID]time.Time // last warning about a peer that refused this node
 	uncertAt  map[session.NodeID]time.Time // last warning about an uncertified announcement, per neighbour
+	fullAt    map[session.NodeID]time.Time // last warning about a full announcement database, per neighbour
 
 	traffic   sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
 	dialAddrs sync.Map // config.URI -> netip.Addr, the last address each --peer resolved to
@@ -168,18 +170,18 @@ func New(opts Options) (*Node, error) {
 		log = slog.Default()
 	}
 	n := &Node{
-		cfg:      opts.Config,
-		version:  opts.Version,
-		timers:   opts.Timers.withDefaults(),
-		fakeDev:  opts.Device,
-		ready:    make(chan struct{}),
-		log:      log,
-		peers:    make(map[session.NodeID]*peer),
-		indices:  make(map[uint32]*keyEntry),
-		e2e:      newE2ETable(),
-		hs:       newHandshakeTable(),
-		kernel:   make(map[netip.Prefix]bool),
-		warnings: make(map[string]string),
+		cfg:          opts.Config,
+		version:      opts.Version,
+		timers:       opts.Timers.withDefaults(),
+		fakeDev:      opts.Device,
+		ready:        make(chan struct{}),
+		log:          log,
+		peers:        make(map[session.NodeID]*peer),
+		indices:      make(map[uint32]*keyEntry),
+		e2e:          newE2ETable(),
+		hs:           newHandshakeTable(),
+		recomputeReq: make(chan struct{}, 1),
+		warnings:     make(map[string]string),
 	}
 	return n, nil
 }
@@ -237,14 +239,16 @@ func (n *Node) Run(ctx context.Context) error {
 
 	if n.fakeDev != nil {
 		n.dev = n.fakeDev
+		n.routes = newRouteSync(&fakeRoutes{}, n.log.Warn)
 		defer n.dev.Close()
 	} else {
 		n.dev, err = tun.Create(cfg.Dev, cfg.MTU)
 		if err != nil {
 			return fmt.Errorf("create TUN %s: %w (weft needs root or CAP_NET_ADMIN and /dev/net/tun)", cfg.Dev, err)
 		}
+		n.routes = newRouteSync(netlinkRoutes{dev: cfg.Dev, src: cfg.IPv4.Addr()}, n.log.Warn)
 		defer func() {
-			n.removeKernelRoutes()
+			n.routes.clear()
 			n.dev.Close()
 			_ = tun.Delete(cfg.Dev)
 		}()
@@ -296,6 +300,7 @@ func (n *Node) Run(ctx context.Context) error {
 	errc := make(chan error, 4)
 	n.goFn(func() { n.tunLoop(errc) })
 	n.goFn(n.timerLoop)
+	n.goFn(n.recomputeLoop)
 	for _, p := range cfg.Peer {
 		n.goFn(func() { n.dialLoop(p) })
 	}

@@ -23,7 +23,7 @@ var dropReasons = [...]string{
 	"src_not_owned", "src_spoofed", "src_unknown", "proxy_open_spoofed", "cert_refused", "announce_uncertified",
 	"src_not_sender", "not_local", "e2e_queue_full", "e2e_wrong_peer", "e2e_decrypt", "e2e_replay",
 	"handshake_rate", "handshake_replay", "handshake_stale",
-	"tcp_conn_limit", "tcp_handshake_timeout", "tcp_frame_before_session",
+	"tcp_conn_limit", "tcp_handshake_timeout", "tcp_frame_before_session", "announce_db_full",
 	"other",
 }
 

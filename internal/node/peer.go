@@ -174,6 +174,7 @@ func (n *Node) livePeer(id session.NodeID) *peer {
 func (n *Node) timerLoop() {
 	t := time.NewTicker(timerTick)
 	defer t.Stop()
+	var lastPrune time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -184,6 +185,10 @@ func (n *Node) timerLoop() {
 			n.tickAnnounce(now)
 			n.tickCert(now)
 			n.tickE2E(now)
+			if now.Sub(lastPrune) >= pruneEvery {
+				lastPrune = now
+				n.prune(now)
+			}
 		}
 	}
 }
@@ -241,6 +246,36 @@ func (n *Node) tickPeers(now time.Time) {
 			}
 		}
 	}
+}
+
+// forgetPeerAfter is how long a dead peer is remembered (its entry, handshake count and traffic
+// counters): a member that keeps making fresh identities must not grow the peer table for ever.
+const forgetPeerAfter = 10 * time.Minute
+
+// pruneEvery is how often prune runs.
+const pruneEvery = 10 * time.Second
+
+// prune forgets peers dead for longer than forgetPeerAfter, and the traffic counters (metric series)
+// of nodes that are neither in the routing table nor remembered peers.
+func (n *Node) prune(now time.Time) {
+	n.mu.Lock()
+	known := make(map[session.NodeID]bool, len(n.peers))
+	for id, p := range n.peers {
+		if !p.alive && now.Sub(time.Unix(0, p.lastRecv.Load())) > forgetPeerAfter {
+			delete(n.peers, id)
+			continue
+		}
+		known[id] = true
+	}
+	n.mu.Unlock()
+	tab := n.table.Load()
+	n.traffic.Range(func(k, _ any) bool {
+		id := k.(session.NodeID)
+		if _, ok := tab.Node(id); !ok && !known[id] && id != n.self {
+			n.traffic.Delete(k)
+		}
+		return true
+	})
 }
 
 // linkClosed reports whether l is a TCP connection that has closed.

@@ -3,6 +3,8 @@ package node
 import (
 	"testing"
 	"time"
+
+	"github.com/weft-vpn/weft/internal/session"
 )
 
 // TestPongVerified: a round trip is measured only for a ping this node sent, once, on its own clock;
@@ -31,5 +33,38 @@ func TestPongVerified(t *testing.T) {
 	n.onPong(p, 7)
 	if got := p.rttUS.Load(); got != rtt {
 		t.Fatalf("a replayed pong moved the RTT from %d to %d us", rtt, got)
+	}
+}
+
+// TestPruneForgetsDeadPeers: a peer dead for longer than forgetPeerAfter leaves the peer table, and the
+// traffic counters (metric series) of a node that is neither routed nor a remembered peer go too; a
+// live peer and its counters stay.
+func TestPruneForgetsDeadPeers(t *testing.T) {
+	a := startTestNode(t, "10.3.0.1", Timers{})
+	b := startTestNode(t, "10.3.0.2", Timers{}, a.port)
+	waitSession(t, a, b, "10.3.0.1", "10.3.0.2")
+	now := time.Now()
+	dead, stranger := session.NodeID(0xdead), session.NodeID(0x5747)
+	a.n.mu.Lock()
+	p := &peer{id: dead}
+	p.lastRecv.Store(now.Add(-forgetPeerAfter - time.Second).UnixNano())
+	a.n.peers[dead] = p
+	a.n.mu.Unlock()
+	a.n.trafficOf(dead).rxBytes.Add(1)
+	a.n.trafficOf(stranger).rxBytes.Add(1)
+	a.n.trafficOf(b.n.self).rxBytes.Add(1)
+
+	a.n.prune(now)
+	a.n.mu.RLock()
+	_, deadKept := a.n.peers[dead]
+	_, liveKept := a.n.peers[b.n.self]
+	a.n.mu.RUnlock()
+	if deadKept || !liveKept {
+		t.Fatalf("after prune: dead peer kept %v, live peer kept %v", deadKept, liveKept)
+	}
+	for id, want := range map[session.NodeID]bool{dead: false, stranger: false, b.n.self: true} {
+		if _, ok := a.n.traffic.Load(id); ok != want {
+			t.Errorf("traffic counters of %v kept: %v, want %v", id, ok, want)
+		}
 	}
 }

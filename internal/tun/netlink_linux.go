@@ -55,7 +55,11 @@ func Configure(dev string, addr netip.Prefix, mtu int) error {
 
 // AddRoute installs (replaces) dst via the device with preferred source src
 // (the node's virtual IP), protocol RouteProtocol, in the main table.
-func AddRoute(dev string, dst netip.Prefix, src netip.Addr) error {
+func AddRoute(dev string, dst netip.Prefix, src netip.Addr) error { return AddRouteMTU(dev, dst, src, 0) }
+
+// AddRouteMTU is AddRoute with a route MTU (0: the device's), so that the kernel sizes packets (and
+// TCP its MSS) for that destination below the device MTU.
+func AddRouteMTU(dev string, dst netip.Prefix, src netip.Addr, mtu int) error {
 	if !dst.IsValid() || !dst.Addr().Is4() {
 		return fmt.Errorf("add route %s via %s: destination is not an IPv4 prefix", dst, dev)
 	}
@@ -68,6 +72,7 @@ func AddRoute(dev string, dst netip.Prefix, src netip.Addr) error {
 	}
 	r := weftRoute(link, dst)
 	r.Src = net.IP(src.AsSlice())
+	r.MTU = mtu
 	if err := netlink.RouteReplace(r); err != nil {
 		hint := ""
 		if errors.Is(err, unix.EINVAL) {

@@ -28,6 +28,11 @@ func AddRoute(dev string, dst netip.Prefix, src netip.Addr) error {
 	return fmt.Errorf("add route %s via %s: %w", dst, dev, errNotLinux())
 }
 
+// AddRouteMTU fails off Linux: weft needs Linux.
+func AddRouteMTU(dev string, dst netip.Prefix, src netip.Addr, mtu int) error {
+	return fmt.Errorf("add route %s via %s: %w", dst, dev, errNotLinux())
+}
+
 // DelRoute fails off Linux: weft needs Linux.
 func DelRoute(dev string, dst netip.Prefix) error {
 	return fmt.Errorf("delete route %s via %s: %w", dst, dev, errNotLinux())
