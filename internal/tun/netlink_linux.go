@@ -55,7 +55,9 @@ func Configure(dev string, addr netip.Prefix, mtu int) error {
 
 // AddRoute installs (replaces) dst via the device with preferred source src
 // (the node's virtual IP), protocol RouteProtocol, in the main table.
-func AddRoute(dev string, dst netip.Prefix, src netip.Addr) error { return AddRouteMTU(dev, dst, src, 0) }
+func AddRoute(dev string, dst netip.Prefix, src netip.Addr) error {
+	return AddRouteMTU(dev, dst, src, 0)
+}
 
 // AddRouteMTU is AddRoute with a route MTU (0: the device's), so that the kernel sizes packets (and
 // TCP its MSS) for that destination below the device MTU.
