@@ -10,6 +10,8 @@ LDFLAGS := -X main.version=$(VERSION)
 # real binaries).
 UNIT := ./internal/... ./cmd/... .
 
+FUZZTIME ?= 20s
+
 .PHONY: all deps build demo test unit e2e lint fuzz clean bench
 
 all: build
@@ -37,9 +39,9 @@ test: deps lint unit e2e
 
 # Short fuzzing session over every fuzz target (the seed corpora also run in `make test`).
 fuzz:
-	@for pkg in ./internal/session ./internal/mesh ./internal/arq ./internal/proxy; do \
+	@for pkg in $$($(GO) list ./internal/... ./cmd/...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
 

@@ -316,3 +316,53 @@ func TestRogueRelay(t *testing.T) {
 		t.Errorf("gamma's firewall saw %d injected datagrams", n)
 	}
 }
+
+// TestUnderlaySpoofDropped: a host on beta's underlay network (no weft, no secret) sends UDP to beta's
+// virtual IP with alpha's virtual IP as source, routed to beta's underlay address. Beta's guard table
+// drops it before it reaches any socket (a service there would otherwise take it for alpha); alpha's own
+// datagram, through the tunnel, arrives. On exit the guard table is gone.
+func TestUnderlaySpoofDropped(t *testing.T) {
+	lab := netlab.New(t)
+	ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
+	_, bOnAB := link(lab, ha, hb, 1)
+	_, bOnMB := link(lab, hm, hb, 2)
+	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
+	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}})
+	b.waitPeer(a.ip, 10*time.Second)
+	guard := hb.Run(t, "nft", "list", "table", "inet", "weft_weft0_guard")
+	if !strings.Contains(guard, "10.144.144.0/24") || !strings.Contains(guard, "drop") {
+		t.Fatalf("beta's guard table does not drop mesh sources from other interfaces:\n%s", guard)
+	}
+	// Beta counts, at its input hook (after the guard), what arrives with alpha's source.
+	hb.Run(t, "nft", "add", "table", "inet", "guardtest")
+	t.Cleanup(func() { hb.RunErr(context.Background(), "nft", "delete", "table", "inet", "guardtest") })
+	hb.Run(t, "nft", "add", "counter", "inet", "guardtest", "forged")
+	hb.Run(t, "nft", "add", "counter", "inet", "guardtest", "real")
+	hb.Run(t, "nft", "add", "chain", "inet", "guardtest", "in", "{ type filter hook input priority 0; }")
+	hb.Run(t, "nft", "add", "rule", "inet", "guardtest", "in", "iifname", "!=", "weft0", "ip", "saddr", "10.144.144.1", "counter", "name", "forged")
+	hb.Run(t, "nft", "add", "rule", "inet", "guardtest", "in", "iifname", "weft0", "ip", "saddr", "10.144.144.1", "counter", "name", "real")
+	counter := func(name string) int {
+		out := hb.Run(t, "nft", "list", "counter", "inet", "guardtest", name)
+		i := strings.Index(out, "packets ")
+		n, _ := strconv.Atoi(strings.Fields(out[i+len("packets "):])[0])
+		return n
+	}
+	hm.Run(t, "ip", "addr", "add", "10.144.144.1/32", "dev", "lo")
+	hm.Run(t, "ip", "route", "add", "10.144.144.2/32", "via", bOnMB.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < 5; i++ {
+		hm.RunErr(ctx, "sh", "-c", "echo forged | nc -u -w 1 -s 10.144.144.1 10.144.144.2 7841")
+	}
+	ha.RunErr(ctx, "sh", "-c", "echo real | nc -u -w 1 10.144.144.2 7841")
+	if n := counter("forged"); n != 0 {
+		t.Errorf("beta's input saw %d packets from alpha's address off the underlay", n)
+	}
+	if n := counter("real"); n == 0 {
+		t.Error("alpha's own datagram did not arrive through the tunnel")
+	}
+	b.stop()
+	if out, err := hb.RunErr(context.Background(), "nft", "list", "table", "inet", "weft_weft0_guard"); err == nil {
+		t.Errorf("the guard table outlived beta:\n%s", out)
+	}
+}

@@ -39,3 +39,20 @@ func (t *Table) Close() error { return nil }
 func ForwardWarnings(dev string, subnets []netip.Prefix) ([]string, error) {
 	return nil, fmt.Errorf("lanfw: list nftables chains: %w", errNotLinux())
 }
+
+// GuardTableName is the name of the anti-spoofing table for dev.
+func GuardTableName(dev string) string { return tablePrefix + dev + "_guard" }
+
+// Guard is the anti-spoofing table; off Linux there is none.
+type Guard struct{}
+
+// InstallGuard fails off Linux: weft needs Linux.
+func InstallGuard(dev string) (*Guard, error) {
+	return nil, fmt.Errorf("lanfw: install table %s: %w", GuardTableName(dev), errNotLinux())
+}
+
+// SetSources does nothing off Linux.
+func (g *Guard) SetSources([]netip.Prefix) error { return nil }
+
+// Close does nothing off Linux.
+func (g *Guard) Close() error { return nil }

@@ -221,7 +221,25 @@ func (n *Node) recompute() {
 		}
 	}
 	n.updateConflictWarnings(tab)
-	n.routes.apply(n.wantRoutes(tab))
+	want := n.wantRoutes(tab)
+	n.routes.apply(want)
+	if n.guard != nil {
+		if err := n.guard.SetSources(n.meshSources(want)); err != nil {
+			n.log.Warn("update anti-spoofing rules", "err", err)
+		}
+	}
+}
+
+// meshSources are the source prefixes only the TUN may deliver: the virtual network and every prefix
+// routed into the TUN, except this node's own subnets (their hosts are on the LAN).
+func (n *Node) meshSources(routes map[netip.Prefix]int) []netip.Prefix {
+	out := []netip.Prefix{n.cfg.IPv4.Masked()}
+	for p := range routes {
+		if !slices.ContainsFunc(n.cfg.Subnet, func(s netip.Prefix) bool { return s.Overlaps(p) }) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (n *Node) updateConflictWarnings(tab *mesh.Table) {

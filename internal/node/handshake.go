@@ -131,7 +131,15 @@ func (n *Node) handleInit(pkt []byte, from underlay.Link) {
 		n.drops.inc("handshake_rate")
 		return
 	}
-	_, routed := from.(*routedLink)
+	rl, routed := from.(*routedLink)
+	if routed {
+		// The answer must find its way back: a node not in the routing table (one a member made up)
+		// costs no Diffie-Hellman work.
+		if _, ok := n.table.Load().Node(rl.dst); !ok {
+			n.drops.inc("no_route")
+			return
+		}
+	}
 	ph := &pendingHandshake{started: time.Now(), routed: routed, responder: true, src: src}
 	idx, err := n.hs.reserve(ph, n.indexUsed)
 	if err != nil {

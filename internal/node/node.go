@@ -138,7 +138,8 @@ type Node struct {
 	annSeq       uint64
 	annDirty     bool
 	annFlooded   time.Time
-	routes       *routeSync // the TUN's routes besides its connected network (routes.go)
+	routes       *routeSync   // the TUN's routes besides its connected network (routes.go)
+	guard        *lanfw.Guard // drops mesh sources arriving on other interfaces; nil without nftables
 
 	warnMu    sync.Mutex
 	warnings  map[string]string            // key -> text
@@ -254,6 +255,13 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 		if err := tun.Configure(cfg.Dev, cfg.IPv4, cfg.MTU); err != nil {
 			return fmt.Errorf("configure %s: %w", cfg.Dev, err)
+		}
+		if g, err := lanfw.InstallGuard(cfg.Dev); err != nil {
+			n.log.Warn("anti-spoofing rules not installed: packets with mesh source addresses that arrive on other "+
+				"interfaces are not dropped", "err", err)
+		} else {
+			n.guard = g
+			defer g.Close()
 		}
 		if len(cfg.Subnet) > 0 {
 			fw, forwardOn, err := n.exposeSubnets()

@@ -24,7 +24,7 @@ import (
 // loopback, so the data path, handshakes, rekeying and dead-peer detection run under the race detector.
 
 // freePort returns a UDP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) uint16 {
+func freePort(t testing.TB) uint16 {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -43,13 +43,13 @@ type testNode struct {
 	once   sync.Once
 }
 
-func startTestNode(t *testing.T, ip string, timers Timers, peers ...uint16) *testNode {
+func startTestNode(t testing.TB, ip string, timers Timers, peers ...uint16) *testNode {
 	t.Helper()
 	return startTestNodeWith(t, ip, timers, nil, peers...)
 }
 
 // startTestNodeWith is startTestNode with a change to the config (nil: none) before the node starts.
-func startTestNodeWith(t *testing.T, ip string, timers Timers, change func(*config.Config), peers ...uint16) *testNode {
+func startTestNodeWith(t testing.TB, ip string, timers Timers, change func(*config.Config), peers ...uint16) *testNode {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -130,7 +130,7 @@ func expectPacket(t *testing.T, dev *tun.Fake, want []byte, timeout time.Duratio
 }
 
 // waitSession injects packets until one crosses (the session may still be forming).
-func waitSession(t *testing.T, from, to *testNode, src, dst string) {
+func waitSession(t testing.TB, from, to *testNode, src, dst string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {

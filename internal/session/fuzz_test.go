@@ -13,6 +13,7 @@ import (
 type fuzzFixture struct {
 	initCfg, respCfg Config
 	msg1, msg2, data []byte
+	msg3             []byte
 	ini              *Initiator // waiting for msg2
 	recv             *Keypair   // responder's keypair; data already opened once
 }
@@ -46,10 +47,11 @@ func newFuzzFixture(f *testing.F) *fuzzFixture {
 	if err != nil {
 		f.Fatal(err)
 	}
-	send, msg3, _, err := ini2.Finish(msg2, nil)
+	send, msg3, _, err := ini2.Finish(msg2, []byte("p3"))
 	if err != nil {
 		f.Fatal(err)
 	}
+	fx.msg3 = msg3
 	if fx.recv, _, err = resp.Finish(msg3); err != nil {
 		f.Fatal(err)
 	}
@@ -146,6 +148,34 @@ func FuzzOpen(f *testing.F) {
 		}
 		if len(pkt) >= DataHeaderLen { // in place must not panic either
 			_, _ = fx.recv.Open(pkt[DataHeaderLen:DataHeaderLen], pkt)
+		}
+	})
+}
+
+func FuzzResponderFinish(f *testing.F) {
+	fx := newFuzzFixture(f)
+	for _, seed := range [][]byte{nil, {3, 0, 0, 0}, fx.msg3, fx.msg3[:len(fx.msg3)-1], fx.msg2, fx.data} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		// A fresh responder each time (same keys), waiting for message 3.
+		r, _, _, err := respond(fx.respCfg, fx.msg1, 2, []byte("p2"), fixedKey(21))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kp, p3, err := r.Finish(pkt)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("Finish error wraps no sentinel: %v", err)
+			}
+			// A failed message 3 leaves the responder ready for the genuine one.
+			if kp, _, err := r.Finish(fx.msg3); err != nil || kp.PeerID() != fx.initCfg.Identity.NodeID() {
+				t.Fatalf("after a refused message 3 the genuine one failed: %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(pkt[respHeaderLen:], fx.msg3[respHeaderLen:]) || string(p3) != "p3" || kp.PeerID() != fx.initCfg.Identity.NodeID() {
+			t.Fatalf("Finish accepted a forged message 3")
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package underlay
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -129,4 +130,72 @@ func waitUntil(t *testing.T, cond func() bool, msg func() string) {
 			t.Fatal("after 3 s: " + msg())
 		}
 	}
+}
+
+// FuzzTCPFraming feeds a byte stream to a TCP listener whose node trusts a connection after its first
+// frame (as after a handshake). The frames handed over must be exactly the complete frames of the
+// stream, in order (empty ones skipped), up to the first frame that is too big before trust.
+func FuzzTCPFraming(f *testing.F) {
+	var mu sync.Mutex
+	var got [][]byte
+	tr := New(func(pkts []Packet) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range pkts {
+			Trust(p.From)
+			got = append(got, append([]byte(nil), p.Data...))
+		}
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.Cleanup(func() { tr.Close() })
+	bound, err := tr.Listen(config.URI{Scheme: "tcp", Host: "127.0.0.1"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", bound.Port)
+	frame := func(b []byte) []byte { return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...) }
+	f.Add(frame([]byte("hello")))
+	f.Add(append(frame(nil), frame([]byte{1, 2, 3})...))
+	f.Add(append(frame([]byte("x")), frame(make([]byte, 9000))...))
+	f.Add(frame(make([]byte, maxUntrustedFrame+1)))
+	f.Add([]byte{0, 5, 1, 2})
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		// What the reader must hand over.
+		var want [][]byte
+		for rest, trusted := stream, false; len(rest) >= 2; {
+			n := int(binary.BigEndian.Uint16(rest))
+			if len(rest) < 2+n {
+				break
+			}
+			if n > 0 {
+				if !trusted && n > maxUntrustedFrame {
+					break
+				}
+				want = append(want, rest[2:2+n])
+				trusted = true
+			}
+			rest = rest[2+n:]
+		}
+		mu.Lock()
+		got = nil
+		mu.Unlock()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(stream)
+		c.(*net.TCPConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, c) // returns once the server has closed its end: it read everything it will
+		c.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) != len(want) {
+			t.Fatalf("got %d frames, want %d", len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("frame %d: got %d bytes, want %d", i, len(got[i]), len(want[i]))
+			}
+		}
+	})
 }
