@@ -58,6 +58,8 @@ const (
 	DefaultWindow   = 2048
 	DefaultResend   = 2
 	DefaultMaxFlows = 16384
+	// DefaultMaxFlowsPerPeer is a quarter of DefaultMaxFlows: four busy peers fill a node.
+	DefaultMaxFlowsPerPeer = 4096
 	// LingerTime is how long a gracefully closed conversation keeps answering its peer (a lost last
 	// ACK is retransmitted for) before it is forgotten.
 	LingerTime = 3 * time.Second
@@ -128,6 +130,9 @@ type TransportOptions struct {
 	KCP KCPConfig
 	// MaxFlows caps the conversations of the node (both directions); zero means DefaultMaxFlows.
 	MaxFlows int
+	// MaxFlowsPerPeer caps the conversations with one node (both directions), so that one node cannot
+	// take every place; zero means DefaultMaxFlowsPerPeer (or MaxFlows when that is lower).
+	MaxFlowsPerPeer int
 	// Log receives warnings about peers; nil discards them.
 	Log *slog.Logger
 }
@@ -198,11 +203,13 @@ type Transport struct {
 	bufs  sync.Pool // *[]byte of Headroom+1+mtu+Tailroom
 	lists sync.Pool // *[][]byte
 
-	mu     sync.RWMutex
-	convs  map[convKey]*conv
-	shares map[session.NodeID]*peerShare
-	recent map[convKey]int64 // closed conversations -> ms until which segments get a reset
-	closed bool
+	mu    sync.RWMutex
+	convs map[convKey]*conv
+	// perPeer counts the conversations in convs by peer (MaxFlowsPerPeer).
+	perPeer map[session.NodeID]int
+	shares  map[session.NodeID]*peerShare
+	recent  map[convKey]int64 // closed conversations -> ms until which segments get a reset
+	closed  bool
 
 	dirtyMu sync.Mutex
 	dirty   []*conv // conversations with ACKs to flush (FlushInput)
@@ -223,14 +230,18 @@ func NewTransport(o TransportOptions) (*Transport, error) {
 	if o.MaxSegment < minSegment {
 		return nil, fmt.Errorf("proxy transport: Options.MaxSegment %d is below %d bytes: pass the TUN MTU minus the node's headers", o.MaxSegment, minSegment)
 	}
-	if o.Headroom < 0 || o.Tailroom < 0 || o.MaxFlows < 0 {
-		return nil, fmt.Errorf("proxy transport: Headroom %d, Tailroom %d, MaxFlows %d: none may be negative", o.Headroom, o.Tailroom, o.MaxFlows)
+	if o.Headroom < 0 || o.Tailroom < 0 || o.MaxFlows < 0 || o.MaxFlowsPerPeer < 0 {
+		return nil, fmt.Errorf("proxy transport: Headroom %d, Tailroom %d, MaxFlows %d, MaxFlowsPerPeer %d: none may be negative",
+			o.Headroom, o.Tailroom, o.MaxFlows, o.MaxFlowsPerPeer)
 	}
 	if err := o.KCP.validate(); err != nil {
 		return nil, fmt.Errorf("proxy transport: %w", err)
 	}
 	if o.MaxFlows == 0 {
 		o.MaxFlows = DefaultMaxFlows
+	}
+	if o.MaxFlowsPerPeer == 0 {
+		o.MaxFlowsPerPeer = min(DefaultMaxFlowsPerPeer, o.MaxFlows)
 	}
 	log := o.Log
 	if log == nil {
@@ -240,7 +251,7 @@ func NewTransport(o TransportOptions) (*Transport, error) {
 		o: o, cfg: o.KCP.withDefaults(), mtu: min(o.MaxSegment-segKindLen, kcpMaxPacket),
 		log: log.With("component", "proxy"), start: time.Now(),
 		convs: make(map[convKey]*conv), recent: make(map[convKey]int64), shares: make(map[session.NodeID]*peerShare),
-		stop: make(chan struct{}), resetTokens: resetRate,
+		perPeer: make(map[session.NodeID]int), stop: make(chan struct{}), resetTokens: resetRate,
 	}
 	size := o.Headroom + segKindLen + t.mtu + o.Tailroom
 	t.bufs.New = func() any { b := make([]byte, size); return &b }
@@ -347,14 +358,14 @@ func (t *Transport) newIncoming(k convKey, body []byte) *conv {
 		t.replyReset(k)
 		return nil
 	}
-	if len(t.convs) >= t.o.MaxFlows {
+	if len(t.convs) >= t.o.MaxFlows || t.perPeer[k.peer] >= t.o.MaxFlowsPerPeer {
 		t.mu.Unlock()
 		t.stats.refused.Add(1)
 		t.replyReset(k)
 		return nil
 	}
 	c := t.newConv(k)
-	t.convs[k] = c
+	t.addConv(c)
 	t.wg.Add(1)
 	t.mu.Unlock()
 	go t.serveStream(c)
@@ -477,13 +488,13 @@ func (t *Transport) Open(ctx context.Context, dst session.NodeID, req OpenReques
 		t.mu.Unlock()
 		return nil, fmt.Errorf("proxy transport: %w", net.ErrClosed)
 	}
-	if len(t.convs) >= t.o.MaxFlows {
+	if len(t.convs) >= t.o.MaxFlows || t.perPeer[dst] >= t.o.MaxFlowsPerPeer {
 		t.mu.Unlock()
 		t.stats.refused.Add(1)
-		return nil, fmt.Errorf("open flow %v via node %s: %w (%d)", req, dst, ErrTooManyFlows, t.o.MaxFlows)
+		return nil, fmt.Errorf("open flow %v via node %s: %w (%d in all, %d per node)", req, dst, ErrTooManyFlows, t.o.MaxFlows, t.o.MaxFlowsPerPeer)
 	}
 	c := t.newConv(t.newKey(dst))
-	t.convs[c.key] = c
+	t.addConv(c)
 	t.mu.Unlock()
 	st := c.st
 	st.req = req
@@ -528,6 +539,12 @@ func (t *Transport) serveStream(c *conv) {
 	t.o.Accept(c.key.peer, req, st)
 }
 
+// addConv registers a new conversation; t.mu held.
+func (t *Transport) addConv(c *conv) {
+	t.convs[c.key] = c
+	t.perPeer[c.key.peer]++
+}
+
 // remove forgets c (its lock held by the caller or c unreachable): later segments of it get a reset
 // for recentTTL.
 func (t *Transport) remove(c *conv) {
@@ -535,6 +552,9 @@ func (t *Transport) remove(c *conv) {
 	t.mu.Lock()
 	if t.convs[c.key] == c {
 		delete(t.convs, c.key)
+		if t.perPeer[c.key.peer]--; t.perPeer[c.key.peer] <= 0 {
+			delete(t.perPeer, c.key.peer)
+		}
 	}
 	if len(t.recent) >= maxRecent {
 		for k, until := range t.recent {

@@ -23,6 +23,7 @@ import (
 const (
 	nodeA session.NodeID = 0xa
 	nodeB session.NodeID = 0xb
+	nodeC session.NodeID = 0xc
 )
 
 // fakeNet connects Transports like the node's routed sessions would: Send
@@ -760,5 +761,45 @@ func TestAcceptRefusesForeignSource(t *testing.T) {
 	}
 	if got := p.refused.Load(); got != 1 {
 		t.Fatalf("refused counter %d, want 1", got)
+	}
+}
+
+// TestTransportFlowsPerPeer: a node takes at most MaxFlowsPerPeer conversations from one peer; the
+// next one from it is refused at once, while another peer still gets in, and a closed flow frees its
+// place.
+func TestTransportFlowsPerPeer(t *testing.T) {
+	n := newFakeNet(0, 0)
+	t.Cleanup(n.close)
+	got := make(chan *Stream, 16)
+	n.addOpts(t, TransportOptions{Self: nodeB, MaxSegment: 1380, Accept: acceptInto(got), MaxFlowsPerPeer: 2})
+	a := n.add(t, nodeA, nil, KCPConfig{})
+	c := n.add(t, nodeC, nil, KCPConfig{})
+	first := openT(t, a, nodeB)
+	openT(t, a, nodeB)
+	recvT(t, got)
+	recvT(t, got)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	if st, err := a.Open(ctx, nodeB, testReq); err == nil || ctx.Err() != nil {
+		t.Fatalf("a third flow from one peer: %v, %v; want a refusal before the deadline", st, err)
+	}
+	t.Logf("third flow from one peer refused after %v", time.Since(start).Round(time.Millisecond))
+	openT(t, c, nodeB) // another peer is not affected
+	recvT(t, got)
+	first.Reset()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := a.Open(ctx, nodeB, testReq)
+		cancel()
+		if err == nil {
+			st.Reset()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after one of its flows closed, the peer still cannot open another: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
