@@ -242,3 +242,59 @@ func TestInventedOrigins(t *testing.T) {
 		t.Error("alpha's TCP flows to beta did not go through the KCP proxy")
 	}
 }
+
+// TestKCPConversationFlood: a member sends 10,000 KCP segments that would each open a proxied
+// conversation at beta, first claiming invented node IDs (all dropped: a segment comes only from the
+// node whose session carries it), then as itself (beta holds at most 4,096 conversations with one
+// node and refuses the rest). Alpha's proxied flows to beta work meanwhile, and the member's
+// conversations are gone again once it is (its session dies after 5 s; they would also end at the
+// 10 s open timeout; asserted within 30 s).
+func TestKCPConversationFlood(t *testing.T) {
+	lab := netlab.New(t)
+	ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
+	_, bOnAB := link(lab, ha, hb, 1)
+	_, bOnMB := link(lab, hm, hb, 2)
+	proxy := []string{"--tcp-proxy", "kcp"}
+	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", extra: proxy})
+	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}, extra: proxy})
+	b.waitPeer(a.ip, 10*time.Second)
+	hostile := func(args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		args = append([]string{"-peer", netip.AddrPortFrom(bOnMB, 11010).String(), "-count", "10000", "kcp-open"}, args...)
+		if out, err := hm.RunErr(ctx, hostileBin, args...); err != nil || strings.TrimSpace(out) != "sent 10000" {
+			t.Fatalf("hostile member %v: %v: %q", args, err, out)
+		}
+	}
+	spoofed := b.status().Drops["src_spoofed"]
+	hostile("-invent")
+	var st = b.status()
+	waitFor(t, 5*time.Second, func() bool { st = b.status(); return st.Drops["src_spoofed"]-spoofed >= 10000 }, func() string {
+		return fmt.Sprintf("beta dropped %d of 10000 segments from invented nodes (src_spoofed); drops %v", st.Drops["src_spoofed"]-spoofed, st.Drops)
+	})
+	if st.Proxy.KCPConversations != 0 {
+		t.Fatalf("beta holds %d KCP conversations after segments from invented nodes", st.Proxy.KCPConversations)
+	}
+
+	hostile()
+	waitFor(t, 5*time.Second, func() bool { st = b.status(); return st.Proxy.KCPConversationsRefused >= 10000-4096 }, func() string {
+		return fmt.Sprintf("beta refused %d conversations, holds %d; want >= %d refused; drops %v, proxy %+v", st.Proxy.KCPConversationsRefused, st.Proxy.KCPConversations, 10000-4096, st.Drops, st.Proxy)
+	})
+	if st.Proxy.KCPConversations > 4096 {
+		t.Fatalf("beta holds %d KCP conversations, over the per-node cap of 4096", st.Proxy.KCPConversations)
+	}
+	t.Logf("member as itself: beta holds %d conversations, refused %d", st.Proxy.KCPConversations, st.Proxy.KCPConversationsRefused)
+	startProbe(t, hb, "echo-server", "10.144.144.2:7850")
+	opened := a.status().Proxy.FlowsOpened
+	if out := runProbe(t, ha, 30*time.Second, "flood", "10.144.144.2:7850", "4", "65536"); !strings.HasPrefix(out, "ok") {
+		t.Fatalf("alpha's proxied flows to beta during the flood: %s", out)
+	}
+	if a.status().Proxy.FlowsOpened < opened+4 {
+		t.Error("alpha's TCP flows to beta did not go through the KCP proxy")
+	}
+	took := waitFor(t, 30*time.Second, func() bool { st = b.status(); return st.Proxy.KCPConversations <= 4 }, func() string {
+		return fmt.Sprintf("beta still holds %d KCP conversations", st.Proxy.KCPConversations)
+	})
+	t.Logf("the member's conversations were gone %v after the flood", took.Round(100*time.Millisecond))
+}

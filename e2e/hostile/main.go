@@ -30,6 +30,12 @@
 //	  each claiming to be this member's neighbour, addresses 10.144.144.100-249), as fast as the socket
 //	  takes them. Prints "sent N".
 //
+//	hostile -peer ADDR kcp-open -count 10000 [-invent]
+//	  sends -count KCP segments that each open a new proxied conversation with the node: from this
+//	  member itself (the node's per-peer cap must hold), or with -invent from invented node IDs (the
+//	  node must drop them all: a segment comes only from the node whose session carries it). Prints
+//	  "sent N".
+//
 // Floods (issue 10). These need no session: an outsider can send them, and replay-init only needs a
 // first handshake message that a member made once.
 //
@@ -69,6 +75,7 @@ import (
 
 // Inner message types of internal/node (wire.go), repeated here: the tool speaks the protocol from outside.
 const (
+	msgKCP             = 5
 	msgIP              = 1
 	msgPing            = 2
 	msgPong            = 3
@@ -159,6 +166,16 @@ func run() error {
 			return err
 		}
 		n, err := m.claimIP(claimed, dst, crt, *count)
+		if err != nil {
+			return err
+		}
+		fmt.Println("sent", n)
+		return nil
+	case "kcp-open":
+		fs := flag.NewFlagSet("kcp-open", flag.ExitOnError)
+		invent := fs.Bool("invent", false, "claim invented source node IDs")
+		fs.Parse(flag.Args()[1:])
+		n, err := m.kcpOpen(*count, *invent, netip.MustParsePrefix(*ipv4))
 		if err != nil {
 			return err
 		}
@@ -670,4 +687,67 @@ func (m *member) inventOrigins(count int) (int, error) {
 		}
 	}
 	return count, nil
+}
+
+// kcpOpen sends count segments, each the first KCP packet (push, sequence 0, acknowledging nothing)
+// of a new conversation to the node, from this member or (invent) from invented node IDs.
+func (m *member) kcpOpen(count int, invent bool, ip netip.Prefix) (int, error) {
+	// Announce this member, so the node can answer its conversations (an unroutable one dies at once).
+	a := mesh.Announce{
+		Origin: m.signer.NodeID(), Seq: uint64(time.Now().UnixNano()), Hostname: "mallory", IPv4: ip,
+		Neighbors: []mesh.Neighbor{{ID: m.kp.PeerID(), CostUS: 1000}},
+	}
+	if err := a.Sign(m.signer); err != nil {
+		return 0, err
+	}
+	if err := m.send(append([]byte{msgAnnounce}, a.Wire()...)); err != nil {
+		return 0, err
+	}
+	go m.keepAlive() // answer the node's pings, or it drops the session before the conversations end
+	time.Sleep(300 * time.Millisecond)
+	dst := uint64(m.kp.PeerID())
+	for i := 0; i < count; i++ {
+		src := uint64(m.signer.NodeID())
+		if invent {
+			src = 0x1000000 + uint64(i)*7919
+		}
+		msg := []byte{msgKCP, 16}
+		msg = binary.BigEndian.AppendUint64(msg, dst)
+		msg = binary.BigEndian.AppendUint64(msg, src)
+		msg = append(msg, 1) // segToAcceptor: a conversation the sender opened
+		kcp := make([]byte, 24+4)
+		binary.LittleEndian.PutUint32(kcp[0:], uint32(i+1)) // conversation id
+		kcp[4] = 81                                         // push
+		binary.LittleEndian.PutUint16(kcp[6:], 128)         // window
+		binary.LittleEndian.PutUint32(kcp[20:], 4)          // payload length
+		copy(kcp[24:], []byte{1, 0, 20, 1}) // the start of an open frame whose rest never comes
+		if err := m.send(append(msg, kcp...)); err != nil {
+			return i, err
+		}
+		if i%64 == 63 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return count, nil
+}
+
+// keepAlive answers the node's pings on the member's session until the process exits.
+func (m *member) keepAlive() {
+	buf := make([]byte, 65536)
+	for {
+		k, err := m.conn.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		if t, ok := session.PacketType(buf[:k]); !ok || t != session.TypeData {
+			continue
+		}
+		if pt, err := m.kp.Open(nil, buf[:k]); err == nil && len(pt) == 13 && pt[0] == msgPing {
+			pt[0] = msgPong
+			m.send(pt)
+		}
+	}
 }

@@ -60,6 +60,8 @@ func FieldDocs() []TypeDoc {
 			{"kcp_bytes_tx", "integer", "Flow payload bytes sent over KCP."},
 			{"kcp_bytes_rx", "integer", "Flow payload bytes received over KCP."},
 			{"kcp_retransmits", "integer", "KCP segments retransmitted."},
+			{"kcp_conversations", "integer", "KCP conversations this node holds now (one per flow, and briefly after it ends)."},
+			{"kcp_conversations_refused", "integer", "New KCP conversations refused because the node (16384) or the peer (4096) was at its cap."},
 		}},
 		{Name: "Peer", Endpoint: "GET /v1/peers", Array: true, Fields: []FieldDoc{
 			{"hostname", "string", "The peer's hostname, as it announced it."},

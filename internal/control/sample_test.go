@@ -28,7 +28,8 @@ func sampleStatus() Status {
 		Drops:       map[string]uint64{"replay": 2, "decrypt": 17, "no_route": 0},
 		UptimeS:     3725.5,
 		Proxy: ProxyStatus{Mode: "kcp", Input: "allow", FlowsActive: 4, FlowsOpened: 1289, FlowsRefused: 3,
-			FlowsReset: 17, KCPBytesTx: 734003200, KCPBytesRx: 52428800, KCPRetransmits: 211},
+			FlowsReset: 17, KCPBytesTx: 734003200, KCPBytesRx: 52428800, KCPRetransmits: 211,
+			KCPConversations: 5, KCPConversationsRefused: 0},
 	}
 }
 

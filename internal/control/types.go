@@ -56,6 +56,10 @@ type ProxyStatus struct {
 	KCPBytesRx uint64 `json:"kcp_bytes_rx"`
 	// KCP segments retransmitted.
 	KCPRetransmits uint64 `json:"kcp_retransmits"`
+	// KCP conversations this node holds now (one per flow, and briefly after it ends).
+	KCPConversations uint64 `json:"kcp_conversations"`
+	// New KCP conversations refused because the node (16384) or the peer (4096) was at its cap.
+	KCPConversationsRefused uint64 `json:"kcp_conversations_refused"`
 }
 
 // MarshalJSON encodes s with [] and {} in place of nil Listeners, Warnings and Drops, so clients never

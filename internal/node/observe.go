@@ -98,6 +98,8 @@ func (b backend) proxyStatus() control.ProxyStatus {
 	ps.KCPBytesTx = uint64(max(st.PayloadSent, 0))
 	ps.KCPBytesRx = uint64(max(st.PayloadReceived, 0))
 	ps.KCPRetransmits = uint64(max(st.Retransmits, 0))
+	ps.KCPConversations = uint64(max(st.Conversations, 0))
+	ps.KCPConversationsRefused = uint64(max(st.Refused, 0))
 	return ps
 }
 
