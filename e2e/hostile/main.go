@@ -720,7 +720,7 @@ func (m *member) kcpOpen(count int, invent bool, ip netip.Prefix) (int, error) {
 		kcp[4] = 81                                         // push
 		binary.LittleEndian.PutUint16(kcp[6:], 128)         // window
 		binary.LittleEndian.PutUint32(kcp[20:], 4)          // payload length
-		copy(kcp[24:], []byte{1, 0, 20, 1}) // the start of an open frame whose rest never comes
+		copy(kcp[24:], []byte{1, 0, 20, 1})                 // the start of an open frame whose rest never comes
 		if err := m.send(append(msg, kcp...)); err != nil {
 			return i, err
 		}
