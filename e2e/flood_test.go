@@ -155,6 +155,9 @@ func TestReplayedHandshakeInit(t *testing.T) {
 	if refused < uint64(sent)*9/10 {
 		t.Errorf("beta counted %d refused handshakes (handshake_rate + handshake_replay) for %d replays", refused, sent)
 	}
+	if !strings.Contains(f.b.proc.Log(), "limits on outside input reached") || !strings.Contains(f.b.proc.Log(), "handshake_rate +") {
+		t.Error("beta did not log the limits the replays reached")
+	}
 	if peersAfter := f.b.peers(); len(peersAfter) != len(peersBefore) {
 		t.Errorf("beta's peers changed during the replays: %+v before, %+v after", peersBefore, peersAfter)
 	}

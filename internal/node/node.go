@@ -153,6 +153,9 @@ type Node struct {
 	traffic   sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
 	dialAddrs sync.Map // config.URI -> netip.Addr, the last address each --peer resolved to
 	drops     dropCounters
+	// Owned by the timer goroutine: when reached limits were last logged, and their counts then.
+	limitsLogged time.Time
+	limitsSeen   map[string]uint64
 	// tunBatches holds *[][]byte scratch slices for the TUN writes of one underlay read.
 	tunBatches sync.Pool
 	metrics    *prometheus.Registry

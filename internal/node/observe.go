@@ -5,7 +5,9 @@ package node
 // for them).
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +29,38 @@ var dropReasons = [...]string{
 	"other",
 }
 
+// limitReasons are the drop reasons that mean a limit on outside input was reached (pending.go,
+// underlay's TCP limits, the announcement cap): logLimits reports them once per interval.
+var limitReasons = []string{"handshake_rate", "handshake_flood", "handshake_replay", "handshake_stale",
+	"tcp_conn_limit", "tcp_handshake_timeout", "tcp_frame_before_session", "announce_db_full", "e2e_queue_full"}
+
+// limitLogEvery is how often reached limits are summed up in the log.
+const limitLogEvery = 10 * time.Second
+
+// logLimits logs, at most once per limitLogEvery, one line naming every limit reached since the last
+// time and how often.
+func (n *Node) logLimits(now time.Time) {
+	if now.Sub(n.limitsLogged) < limitLogEvery {
+		return
+	}
+	n.limitsLogged = now
+	if n.limitsSeen == nil {
+		n.limitsSeen = map[string]uint64{}
+	}
+	var parts []string
+	for _, r := range limitReasons {
+		v := n.drops.get(r)
+		if d := v - n.limitsSeen[r]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s +%d", r, d))
+		}
+		n.limitsSeen[r] = v
+	}
+	if len(parts) > 0 {
+		n.log.Warn("limits on outside input reached in the last "+limitLogEvery.String()+" (floods or a misbehaving node; "+
+			"the counters are in weft status drops): "+strings.Join(parts, ", "))
+	}
+}
+
 // dropCounters counts dropped packets by reason without locks.
 type dropCounters struct {
 	c [len(dropReasons)]atomic.Uint64
@@ -38,6 +72,14 @@ func (d *dropCounters) inc(reason string) {
 		i = len(dropReasons) - 1
 	}
 	d.c[i].Add(1)
+}
+
+// get returns the count of one reason.
+func (d *dropCounters) get(reason string) uint64 {
+	if i := slices.Index(dropReasons[:], reason); i >= 0 {
+		return d.c[i].Load()
+	}
+	return 0
 }
 
 func (d *dropCounters) snapshot() map[string]uint64 {

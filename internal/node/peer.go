@@ -185,6 +185,7 @@ func (n *Node) timerLoop() {
 			n.tickAnnounce(now)
 			n.tickCert(now)
 			n.tickE2E(now)
+			n.logLimits(now)
 			if now.Sub(lastPrune) >= pruneEvery {
 				lastPrune = now
 				n.prune(now)
