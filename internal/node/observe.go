@@ -56,8 +56,8 @@ func (n *Node) logLimits(now time.Time) {
 		n.limitsSeen[r] = v
 	}
 	if len(parts) > 0 {
-		n.log.Warn("limits on outside input reached in the last "+limitLogEvery.String()+" (floods or a misbehaving node; "+
-			"the counters are in weft status drops): "+strings.Join(parts, ", "))
+		n.log.Warn("limits on outside input reached in the last " + limitLogEvery.String() + " (floods or a misbehaving node; " +
+			"the counters are in weft status drops): " + strings.Join(parts, ", "))
 	}
 }
 
