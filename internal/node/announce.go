@@ -39,18 +39,16 @@ func (n *Node) ownAnnounce() mesh.Announce {
 	for _, s := range n.cfg.Subnet {
 		a.Subnets = append(a.Subnets, mesh.Subnet{Prefix: s, Proxy: !n.cfg.NoProxyInput && !n.cfg.KernelForwardOnly})
 	}
-	n.mu.Lock()
-	for id, p := range n.peers {
+	n.peerTab.each(func(p *peer) {
 		if !p.alive {
-			continue
+			return
 		}
 		cost := uint32(min(p.rttUS.Load(), 1<<30))
 		if p.costUS == 0 || costChanged(p.costUS, cost) {
 			p.costUS = max(cost, 1)
 		}
-		a.Neighbors = append(a.Neighbors, mesh.Neighbor{ID: id, CostUS: p.costUS + mesh.HopPenaltyUS})
-	}
-	n.mu.Unlock()
+		a.Neighbors = append(a.Neighbors, mesh.Neighbor{ID: p.id, CostUS: p.costUS + mesh.HopPenaltyUS})
+	})
 	slices.SortFunc(a.Neighbors, func(x, y mesh.Neighbor) int {
 		if x.ID < y.ID {
 			return -1
@@ -86,14 +84,11 @@ func (n *Node) tickAnnounce(now time.Time) {
 	n.annMu.Lock()
 	due := now.Sub(n.annFlooded) >= mesh.RefreshInterval
 	if !due {
-		n.mu.RLock()
-		for _, p := range n.peers {
+		n.peerTab.eachRead(func(p *peer) {
 			if p.alive && p.costUS != 0 && costChanged(p.costUS, uint32(min(p.rttUS.Load(), 1<<30))) {
 				due = true
-				break
 			}
-		}
-		n.mu.RUnlock()
+		})
 	}
 	n.annMu.Unlock()
 	if due {
@@ -108,14 +103,12 @@ func (n *Node) tickAnnounce(now time.Time) {
 // from.
 func (n *Node) flood(a mesh.Announce, except session.NodeID) {
 	msg := append([]byte{msgAnnounce}, a.Wire()...)
-	n.mu.RLock()
-	targets := make([]*peer, 0, len(n.peers))
-	for id, p := range n.peers {
-		if p.alive && id != except && id != a.Origin {
+	var targets []*peer
+	for _, p := range n.peerTab.alive() {
+		if p.id != except && p.id != a.Origin {
 			targets = append(targets, p)
 		}
 	}
-	n.mu.RUnlock()
 	for _, p := range targets {
 		n.sendControl(p, msg)
 	}
@@ -349,13 +342,11 @@ func (n *Node) dropUnsafe(want map[netip.Prefix]bool, local []netip.Prefix) {
 // endpointAddrs lists the underlay addresses of live peers and of resolved --peer targets.
 func (n *Node) endpointAddrs() []netip.Addr {
 	var out []netip.Addr
-	n.mu.RLock()
-	for _, p := range n.peers {
-		if l := p.sendLink(); p.alive && l != nil {
+	for _, p := range n.peerTab.alive() {
+		if l := p.sendLink(); l != nil {
 			out = append(out, l.RemoteAddr().Addr())
 		}
 	}
-	n.mu.RUnlock()
 	n.dialAddrs.Range(func(_, v any) bool {
 		out = append(out, v.(netip.Addr))
 		return true

@@ -195,9 +195,7 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 		n.drops.inc("malformed")
 		return nil
 	}
-	n.mu.RLock()
-	e := n.indices[idx]
-	n.mu.RUnlock()
+	e := n.peerTab.byIndex(idx)
 	if e == nil {
 		n.drops.inc("unknown_session")
 		n.unknownSession(from)

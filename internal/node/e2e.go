@@ -55,7 +55,7 @@ type e2ePeer struct {
 	queue    [][]byte // inner messages waiting for the session
 }
 
-// e2eTable holds the e2e sessions, with its own lock (taken after n.mu and n.hsMu, never before).
+// e2eTable holds the e2e sessions, with its own lock (never held while calling out of it).
 type e2eTable struct {
 	mu      sync.Mutex
 	peers   map[session.NodeID]*e2ePeer

@@ -95,10 +95,7 @@ func (n *Node) handlePacket(pkt []byte, from underlay.Link) []byte {
 // indexUsed reports whether i is the local index of a session (direct or e2e); the handshake table
 // checks its own entries.
 func (n *Node) indexUsed(i uint32) bool {
-	n.mu.RLock()
-	_, used := n.indices[i]
-	n.mu.RUnlock()
-	return used || n.e2e.hasIndex(i)
+	return n.peerTab.hasIndex(i) || n.e2e.hasIndex(i)
 }
 
 // initiate sends handshake message 1 over link. done (optional) learns the outcome.
@@ -271,15 +268,13 @@ func (ph *pendingHandshake) finish(id session.NodeID) {
 // tickHandshakes expires unanswered handshakes and old rate-limit entries.
 func (n *Node) tickHandshakes(now time.Time) {
 	failed := n.hs.expire(now, n.timers.HandshakeTimeout)
-	n.mu.Lock()
-	for _, p := range n.peers {
+	n.peerTab.each(func(p *peer) {
 		if p.rekeying {
 			if kp := p.cur.Load(); kp != nil && now.Sub(kp.Created()) > n.timers.RekeyAfter+3*n.timers.HandshakeTimeout {
 				p.rekeying = false // try again
 			}
 		}
-	}
-	n.mu.Unlock()
+	})
 	for _, ph := range failed {
 		ph.finish(0)
 	}
@@ -376,13 +371,7 @@ func (n *Node) dialOnce(target config.URI) (session.NodeID, underlay.Link, error
 
 // waitPeerGone blocks until the peer reached through a dial is dead or the dialled TCP connection closed.
 func (n *Node) waitPeerGone(id session.NodeID, link underlay.Link) {
-	n.mu.RLock()
-	p := n.peers[id]
-	var down chan struct{}
-	if p != nil && p.alive {
-		down = p.down
-	}
-	n.mu.RUnlock()
+	down := n.peerTab.downChan(id)
 	if down == nil {
 		return
 	}

@@ -123,9 +123,8 @@ type Node struct {
 	db    *mesh.DB
 	table atomic.Pointer[mesh.Table]
 
-	mu      sync.RWMutex
-	peers   map[session.NodeID]*peer
-	indices map[uint32]*keyEntry
+	// peerTab holds the direct peers and their session indices (peertable.go).
+	peerTab *peerTable
 	// e2e holds the end-to-end sessions with nodes that are not direct peers (e2e.go).
 	e2e *e2eTable
 
@@ -180,8 +179,7 @@ func New(opts Options) (*Node, error) {
 		fakeDev:      opts.Device,
 		ready:        make(chan struct{}),
 		log:          log,
-		peers:        make(map[session.NodeID]*peer),
-		indices:      make(map[uint32]*keyEntry),
+		peerTab:      newPeerTable(),
 		e2e:          newE2ETable(),
 		hs:           newHandshakeTable(),
 		recomputeReq: make(chan struct{}, 1),

@@ -205,12 +205,8 @@ func TestRekeyKeepsTraffic(t *testing.T) {
 	if n := <-got; n < total {
 		t.Errorf("%d of %d packets arrived across rekeys", n, total)
 	}
-	a.n.mu.RLock()
 	var hs uint64
-	for _, p := range a.n.peers {
-		hs = p.handshakes.Load()
-	}
-	a.n.mu.RUnlock()
+	a.n.peerTab.eachRead(func(p *peer) { hs = p.handshakes.Load() })
 	if hs < 3 {
 		t.Errorf("only %d handshakes in 2 s with RekeyAfter 300ms", hs)
 	}

@@ -268,17 +268,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPeerTxPkts, prometheus.CounterValue, float64(cn.txPackets.Load()), lv...)
 		return true
 	})
-	n.mu.RLock()
 	direct := 0
-	for id, p := range n.peers {
-		lv := []string{id.String(), p.hello.Hostname}
-		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, float64(p.handshakes.Load()), lv...)
+	var ms []prometheus.Metric
+	n.peerTab.eachRead(func(p *peer) {
+		lv := []string{p.id.String(), p.hello.Hostname}
+		ms = append(ms, prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, float64(p.handshakes.Load()), lv...))
 		if p.alive {
 			direct++
-			ch <- prometheus.MustNewConstMetric(descPeerLatency, prometheus.GaugeValue, float64(p.rttUS.Load())/1e6, lv...)
+			ms = append(ms, prometheus.MustNewConstMetric(descPeerLatency, prometheus.GaugeValue, float64(p.rttUS.Load())/1e6, lv...))
 		}
+	})
+	for _, m := range ms {
+		ch <- m // not under the table's lock: the registry may block on ch
 	}
-	n.mu.RUnlock()
 	for i, r := range dropReasons {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n.drops.c[i].Load()), r)
 	}

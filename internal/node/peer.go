@@ -44,7 +44,7 @@ type peer struct {
 	rttUS         atomic.Int64 // smoothed round-trip time, microseconds; 0 = not measured yet
 	handshakes    atomic.Uint64
 
-	// Guarded by Node.mu.
+	// Guarded by the peer table's lock (peertable.go).
 	hello    hello
 	prev     *session.Keypair // kept for packets still in flight under the old keys
 	alive    bool
@@ -86,10 +86,7 @@ func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []by
 	if err := n.checkPeerCert(kp, h); err != nil {
 		n.refusePeer(kp, link, h, err)
 		// A rekey with a certificate that expired meanwhile: the session it would renew ends too.
-		n.mu.RLock()
-		p := n.peers[kp.PeerID()]
-		n.mu.RUnlock()
-		if p != nil {
+		if p := n.peerTab.get(kp.PeerID()); p != nil {
 			n.peerDown(p, "certificate refused")
 		}
 		return false
@@ -100,32 +97,7 @@ func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []by
 		return false
 	}
 	underlay.Trust(link) // a TCP connection gets its full buffers and leaves the handshake deadline
-	now := time.Now()
-	n.mu.Lock()
-	p := n.peers[id]
-	if p == nil {
-		p = &peer{id: id, down: make(chan struct{})}
-		n.peers[id] = p
-	}
-	if p.prev != nil {
-		delete(n.indices, p.prev.LocalIndex())
-	}
-	p.prev = p.cur.Load()
-	p.cur.Store(kp)
-	n.indices[kp.LocalIndex()] = &keyEntry{kp: kp, peer: p}
-	p.link.Store(&linkBox{link})
-	p.lastRecv.Store(now.UnixNano())
-	p.lastHandshake.Store(now.UnixNano())
-	p.handshakes.Add(1)
-	p.hello = h
-	p.rekeying = false
-	wasAlive := p.alive
-	p.alive = true
-	if !wasAlive {
-		p.down = make(chan struct{})
-		p.lastPing = time.Time{}
-	}
-	n.mu.Unlock()
+	p, wasAlive := n.peerTab.install(kp, link, h, time.Now())
 	if !wasAlive {
 		n.log.Info("peer up", "peer", id.String(), "hostname", h.Hostname, "ipv4", h.IPv4.Addr(),
 			"endpoint", link.Network()+"://"+from.String(), "cipher", kp.Cipher().String())
@@ -141,34 +113,15 @@ func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []by
 
 // peerDown forgets a dead peer's keys; routes are recomputed without it.
 func (n *Node) peerDown(p *peer, why string) {
-	n.mu.Lock()
-	if !p.alive {
-		n.mu.Unlock()
+	if !n.peerTab.down(p) {
 		return
 	}
-	p.alive = false
-	if kp := p.cur.Swap(nil); kp != nil {
-		delete(n.indices, kp.LocalIndex())
-	}
-	if p.prev != nil {
-		delete(n.indices, p.prev.LocalIndex())
-		p.prev = nil
-	}
-	close(p.down)
-	n.mu.Unlock()
 	n.log.Warn("peer down", "peer", p.id.String(), "hostname", p.hello.Hostname, "reason", why)
 	n.reannounce()
 }
 
 // peer returns the live direct peer with that ID, or nil.
-func (n *Node) livePeer(id session.NodeID) *peer {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	if p := n.peers[id]; p != nil && p.alive {
-		return p
-	}
-	return nil
-}
+func (n *Node) livePeer(id session.NodeID) *peer { return n.peerTab.live(id) }
 
 // timerLoop drives everything periodic.
 func (n *Node) timerLoop() {
@@ -203,10 +156,9 @@ func (n *Node) tickPeers(now time.Time) {
 		seq   uint32
 	}
 	var acts []action
-	n.mu.Lock()
-	for _, p := range n.peers {
+	n.peerTab.each(func(p *peer) {
 		if !p.alive {
-			continue
+			return
 		}
 		a := action{p: p}
 		if now.Sub(time.Unix(0, p.lastRecv.Load())) > n.timers.DeadPeerTimeout || linkClosed(p.sendLink()) {
@@ -229,8 +181,7 @@ func (n *Node) tickPeers(now time.Time) {
 			}
 		}
 		acts = append(acts, a)
-	}
-	n.mu.Unlock()
+	})
 	for _, a := range acts {
 		switch {
 		case a.dead:
@@ -259,16 +210,7 @@ const pruneEvery = 10 * time.Second
 // prune forgets peers dead for longer than forgetPeerAfter, and the traffic counters (metric series)
 // of nodes that are neither in the routing table nor remembered peers.
 func (n *Node) prune(now time.Time) {
-	n.mu.Lock()
-	known := make(map[session.NodeID]bool, len(n.peers))
-	for id, p := range n.peers {
-		if !p.alive && now.Sub(time.Unix(0, p.lastRecv.Load())) > forgetPeerAfter {
-			delete(n.peers, id)
-			continue
-		}
-		known[id] = true
-	}
-	n.mu.Unlock()
+	known := n.peerTab.forget(now, forgetPeerAfter)
 	tab := n.table.Load()
 	n.traffic.Range(func(k, _ any) bool {
 		id := k.(session.NodeID)
@@ -303,14 +245,7 @@ type sentPing struct {
 // this node sent counts, once, timed from when it left.
 func (n *Node) onPong(p *peer, seq uint32) {
 	now := time.Now()
-	n.mu.Lock()
-	s := &p.pingsSent[seq%uint32(len(p.pingsSent))]
-	ok := s.seq == seq && !s.at.IsZero()
-	at := s.at
-	if ok {
-		s.at = time.Time{} // a replayed or duplicated pong counts once
-	}
-	n.mu.Unlock()
+	at, ok := n.peerTab.pongFor(p, seq)
 	if !ok {
 		return
 	}

@@ -10,7 +10,7 @@ import (
 // TestPongVerified: a round trip is measured only for a ping this node sent, once, on its own clock;
 // the time a pong echoes (which a peer could set to look closer and pull routes through it) is ignored.
 func TestPongVerified(t *testing.T) {
-	n := &Node{}
+	n := &Node{peerTab: newPeerTable()}
 	p := &peer{}
 	p.pingSeq = 7
 	p.pingsSent[7%len(p.pingsSent)] = sentPing{seq: 7, at: time.Now().Add(-40 * time.Millisecond)}
@@ -45,20 +45,15 @@ func TestPruneForgetsDeadPeers(t *testing.T) {
 	waitSession(t, a, b, "10.3.0.1", "10.3.0.2")
 	now := time.Now()
 	dead, stranger := session.NodeID(0xdead), session.NodeID(0x5747)
-	a.n.mu.Lock()
 	p := &peer{id: dead}
 	p.lastRecv.Store(now.Add(-forgetPeerAfter - time.Second).UnixNano())
-	a.n.peers[dead] = p
-	a.n.mu.Unlock()
+	a.n.peerTab.add(p)
 	a.n.trafficOf(dead).rxBytes.Add(1)
 	a.n.trafficOf(stranger).rxBytes.Add(1)
 	a.n.trafficOf(b.n.self).rxBytes.Add(1)
 
 	a.n.prune(now)
-	a.n.mu.RLock()
-	_, deadKept := a.n.peers[dead]
-	_, liveKept := a.n.peers[b.n.self]
-	a.n.mu.RUnlock()
+	deadKept, liveKept := a.n.peerTab.get(dead) != nil, a.n.peerTab.get(b.n.self) != nil
 	if deadKept || !liveKept {
 		t.Fatalf("after prune: dead peer kept %v, live peer kept %v", deadKept, liveKept)
 	}

@@ -38,8 +38,9 @@ const (
 // errPendingFull: the table has no room for another responder handshake from that source.
 var errPendingFull = errors.New("too many handshakes in flight")
 
-// handshakeTable holds the handshakes in flight and the admission state, with its own lock (never held
-// while calling out, and never taken while holding n.mu or the e2e table's lock).
+// handshakeTable holds the handshakes in flight and the admission state, with its own lock. It is held
+// while reserve asks the peer and e2e tables whether an index is taken (they never take it); never
+// otherwise while calling out of this file.
 type handshakeTable struct {
 	mu         sync.Mutex
 	pending    map[uint32]*pendingHandshake
