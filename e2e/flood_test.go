@@ -301,3 +301,40 @@ func TestKCPConversationFlood(t *testing.T) {
 	})
 	t.Logf("the member's conversations were gone %v after the flood", took.Round(100*time.Millisecond))
 }
+
+// TestForgedSourceHandshakes: a member floods beta with 4,000 valid first handshake messages a second
+// from 200 source addresses for 8 s and never answers, as a sender with forged sources would. Beta
+// goes under load and asks for cookies, so the flood never fills its handshake table
+// (handshake_flood stays 0; without cookies 200 sources x 16 would fill its 1,024 places), while a fresh
+// node gamma, which answers its cookie, joins within 2 s during the flood.
+func TestForgedSourceHandshakes(t *testing.T) {
+	f := newFloodLab(t)
+	dev := "to-" + f.hb.Name()
+	for i := 0; i < 200; i++ {
+		f.hm.Run(t, "ip", "addr", "add", fmt.Sprintf("172.16.2.%d/24", 10+i), "dev", dev)
+	}
+	flood := f.hm.Start(t, hostileBin, "flood-init", "-to", netip.AddrPortFrom(f.bOnMB, 11010).String(),
+		"-srcs", "172.16.2.10,200", "-rate", "4000", "-seconds", "8")
+	time.Sleep(2 * time.Second)
+	c := startNode(t, f.hc, "gamma", nodeOpts{ip: "10.144.144.3/24", peers: []string{udpPeer(f.bOnCB)}})
+	took := waitFor(t, 2*time.Second, func() bool { _, ok := c.peer(f.b.ip); return ok }, func() string {
+		return fmt.Sprintf("gamma formed no session with beta during the flood; beta's drops %v", f.b.status().Drops)
+	})
+	out := runHostile(t, flood) // sent N cookies C answers A
+	sent, cookies, answers := atoi(t, out[1]), atoi(t, out[3]), atoi(t, out[5])
+	drops := f.b.status().Drops
+	t.Logf("flood: %d first messages, %d cookie replies, %d answers; gamma joined in %v; beta's drops %v",
+		sent, cookies, answers, took.Round(time.Millisecond), drops)
+	if sent < 25000 {
+		t.Fatalf("the flood sent only %d messages", sent)
+	}
+	if cookies == 0 || drops["handshake_cookie"] == 0 {
+		t.Errorf("beta never asked for a cookie (%d replies, handshake_cookie %d)", cookies, drops["handshake_cookie"])
+	}
+	if drops["handshake_flood"] != 0 {
+		t.Errorf("beta's handshake table filled up %d times (handshake_flood)", drops["handshake_flood"])
+	}
+	if _, ok := f.b.peer(f.a.ip); !ok {
+		t.Error("beta lost its session with alpha during the flood")
+	}
+}

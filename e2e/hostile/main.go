@@ -47,6 +47,12 @@
 //	  makes one valid first handshake message (it knows the secret), sends it once, then replays it at
 //	  -rate per second; counts the answers. Prints "sent N answered M".
 //
+//	hostile flood-init -to ADDR -srcs 172.16.2.10,200 -rate 4000 -seconds 8
+//	  fresh valid first handshake messages (it knows the secret) from -srcs source addresses (the first
+//	  and how many, consecutive; the host must have them), in turn, at -rate per second, as a sender
+//	  with forged sources would: it never answers. Counts what comes back. Prints
+//	  "sent N cookies C answers A".
+//
 //	hostile tcp-idle -to ADDR -conns 500 -seconds 15
 //	  opens -conns TCP connections and sends nothing; reports how many the node accepted and how long
 //	  the longest stayed open. Prints "opened N closed M longest-ms L".
@@ -104,7 +110,7 @@ func run() error {
 	keyFile := flag.String("cert-key", "", "certificate mode: this member's key")
 	flag.Parse()
 	switch flag.Arg(0) {
-	case "flood-unknown", "replay-init", "tcp-idle":
+	case "flood-unknown", "replay-init", "tcp-idle", "flood-init":
 		return flood(flag.Arg(0), flag.Args()[1:], *name, *secret)
 	}
 	if flag.NArg() < 1 {
@@ -239,6 +245,7 @@ func join(id session.Identity, name, secret, addr string, ip netip.Prefix, hostn
 	m := &member{signer: id.Signer(), conn: conn}
 	cfg := session.Config{Identity: id, PSK: session.DerivePSK(name, secret), Signer: m.signer}
 	ini, msg1, err := session.NewInitiator(cfg, idx, nil)
+	msg1 = session.WithMAC2(msg1, nil) // the wire form: a mac2 trailer, zero without a cookie
 	if err != nil {
 		return nil, err
 	}
@@ -540,6 +547,7 @@ func flood(mode string, args []string, name, secret string) error {
 	ports := fs.Int("ports", 1, "source ports to send from, in turn")
 	seconds := fs.Float64("seconds", 10, "how long")
 	conns := fs.Int("conns", 500, "TCP connections")
+	srcs := fs.String("srcs", "", "flood-init: FIRST,COUNT source addresses")
 	fs.Parse(args)
 	dst, err := net.ResolveUDPAddr("udp4", *to)
 	if err != nil {
@@ -579,6 +587,7 @@ func flood(mode string, args []string, name, secret string) error {
 		if err != nil {
 			return err
 		}
+		msg1 = session.WithMAC2(msg1, nil)
 		c, err := net.DialUDP("udp4", nil, dst)
 		if err != nil {
 			return err
@@ -591,6 +600,38 @@ func flood(mode string, args []string, name, secret string) error {
 		sent := pace(*rate, dur, func(int) { c.Write(msg1) })
 		time.Sleep(500 * time.Millisecond)
 		fmt.Println("sent", sent, "answered", answers.Load())
+		return nil
+	case "flood-init":
+		first, nStr, _ := strings.Cut(*srcs, ",")
+		a, err := netip.ParseAddr(first)
+		var n int
+		if _, err2 := fmt.Sscan(nStr, &n); err != nil || err2 != nil || n < 1 {
+			return fmt.Errorf("-srcs %q: want FIRST,COUNT", *srcs)
+		}
+		socks := make([]*net.UDPConn, n)
+		for i := range socks {
+			if socks[i], err = net.DialUDP("udp4", &net.UDPAddr{IP: a.AsSlice()}, dst); err != nil {
+				return err
+			}
+			defer socks[i].Close()
+			a = a.Next()
+		}
+		var cookies, answers atomic.Int64
+		for _, c := range socks {
+			go countTypes(c, map[byte]*atomic.Int64{session.TypeCookieReply: &cookies, session.TypeHandshakeResp: &answers})
+		}
+		id, err := session.GenerateIdentity()
+		if err != nil {
+			return err
+		}
+		cfg := session.Config{Identity: id, PSK: session.DerivePSK(name, secret)}
+		sent := pace(*rate, dur, func(i int) {
+			if _, msg1, err := session.NewInitiator(cfg, uint32(i)+1, nil); err == nil {
+				socks[i%len(socks)].Write(session.WithMAC2(msg1, nil))
+			}
+		})
+		time.Sleep(500 * time.Millisecond)
+		fmt.Println("sent", sent, "cookies", cookies.Load(), "answers", answers.Load())
 		return nil
 	case "tcp-idle":
 		type held struct {
@@ -647,6 +688,11 @@ func pace(rate int, d time.Duration, send func(i int)) int {
 
 // countReplies counts the packets of type typ that arrive on c until it is closed.
 func countReplies(c *net.UDPConn, typ byte, n *atomic.Int64) {
+	countTypes(c, map[byte]*atomic.Int64{typ: n})
+}
+
+// countTypes counts the packets that arrive on c, for each type in counts, until c is closed.
+func countTypes(c *net.UDPConn, counts map[byte]*atomic.Int64) {
 	buf := make([]byte, 2048)
 	for {
 		k, err := c.Read(buf)
@@ -656,8 +702,8 @@ func countReplies(c *net.UDPConn, typ byte, n *atomic.Int64) {
 			}
 			continue // ICMP errors surface as read errors on a connected socket
 		}
-		if t, ok := session.PacketType(buf[:k]); ok && t == typ {
-			n.Add(1)
+		if t, ok := session.PacketType(buf[:k]); ok && counts[t] != nil {
+			counts[t].Add(1)
 		}
 	}
 }

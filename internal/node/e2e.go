@@ -352,7 +352,7 @@ func (n *Node) receiveRoutedHandshake(from *peer, pkt, pt []byte) {
 		n.handleResp(hs, rl)
 	case session.TypeHandshakeFinal:
 		n.handleFinal(hs, rl)
-	default:
+	default: // a cookie reply never travels routed
 		n.drops.inc("malformed")
 	}
 }

@@ -30,6 +30,10 @@ type pendingHandshake struct {
 	// answers must come through the mesh, a direct handshake's over an underlay link.
 	want   session.NodeID
 	routed bool
+	// msg1 is an initiator's message 1 (without its mac2 trailer), sent again with a cookie when the
+	// responder asks for one; resends counts those.
+	msg1    []byte
+	resends int
 	// responder: this node answered a message 1 from src (counted against the table's caps).
 	responder bool
 	src       netip.Addr
@@ -86,10 +90,41 @@ func (n *Node) handlePacket(pkt []byte, from underlay.Link) []byte {
 		n.handleResp(pkt, from)
 	case session.TypeHandshakeFinal:
 		n.handleFinal(pkt, from)
+	case session.TypeCookieReply:
+		n.handleCookie(pkt, from)
 	default:
 		n.drops.inc("malformed")
 	}
 	return nil
+}
+
+// handleCookie takes a responder's cookie for a handshake this node started over from, and sends that
+// handshake's message 1 again with it (at most maxCookieResends times per handshake).
+func (n *Node) handleCookie(pkt []byte, from underlay.Link) {
+	idx, ph := n.pendingFor(pkt)
+	if ph == nil || ph.responder || ph.routed {
+		n.drops.inc("unknown_session")
+		return
+	}
+	ph.mu.Lock()
+	msg1 := ph.msg1
+	ph.resends++
+	tries := ph.resends
+	ph.mu.Unlock()
+	if msg1 == nil || tries > maxCookieResends {
+		n.drops.inc("unknown_session")
+		return
+	}
+	cookie, ok := session.OpenCookieReply(n.scfg.PSK, pkt, msg1)
+	if !ok {
+		n.drops.inc("cookie_invalid")
+		return
+	}
+	n.hs.setCookie(from.RemoteAddr(), cookie, time.Now())
+	n.log.Debug("responder under load: message 1 again with its cookie", "to", from.RemoteAddr(), "index", idx)
+	if err := from.Send(session.WithMAC2(msg1, &cookie)); err != nil {
+		n.log.Debug("send handshake", "to", from.RemoteAddr(), "err", err)
+	}
 }
 
 // indexUsed reports whether i is the local index of a session (direct or e2e); the handshake table
@@ -112,9 +147,13 @@ func (n *Node) initiate(link underlay.Link, done chan session.NodeID) {
 		return
 	}
 	ph.mu.Lock()
-	ph.init = init
+	ph.init, ph.msg1 = init, msg1
 	ph.mu.Unlock()
-	if err := link.Send(msg1); err != nil {
+	var cookie *[session.MACLen]byte
+	if !ph.routed {
+		cookie = n.hs.cookieFor(link.RemoteAddr(), time.Now())
+	}
+	if err := link.Send(session.WithMAC2(msg1, cookie)); err != nil {
 		n.log.Debug("send handshake", "to", link.RemoteAddr(), "err", err)
 	}
 }
@@ -123,12 +162,28 @@ func (n *Node) initiate(link underlay.Link, done chan session.NodeID) {
 // source's rate, the responders pending from it and in all, and the session layer's replay and clock
 // checks, all before any Diffie-Hellman work.
 func (n *Node) handleInit(pkt []byte, from underlay.Link) {
+	msg1, mac2, ok := session.SplitMAC2(pkt)
+	if !ok {
+		n.drops.inc("malformed")
+		return
+	}
 	src := sourceOf(from)
 	if !n.hs.allowInit(src) {
 		n.drops.inc("handshake_rate")
 		return
 	}
 	rl, routed := from.(*routedLink)
+	if !routed && n.hs.underLoad() {
+		now := time.Now()
+		if !n.cookies.Valid(msg1, mac2, from.RemoteAddr(), now) {
+			// Prove the address first: a forged source never sees this reply.
+			n.drops.inc("handshake_cookie")
+			if err := from.Send(n.cookies.Reply(msg1, from.RemoteAddr(), now)); err != nil {
+				n.log.Debug("send cookie reply", "to", from.RemoteAddr(), "err", err)
+			}
+			return
+		}
+	}
 	if routed {
 		// The answer must find its way back: a node not in the routing table (one a member made up)
 		// costs no Diffie-Hellman work.
@@ -148,7 +203,7 @@ func (n *Node) handleInit(pkt []byte, from underlay.Link) {
 		return
 	}
 	ph.mu.Lock()
-	resp, msg2, _, err := session.Respond(n.scfg, pkt, idx, n.hello)
+	resp, msg2, _, err := session.Respond(n.scfg, msg1, idx, n.hello)
 	ph.resp = resp
 	ph.mu.Unlock()
 	if err != nil {

@@ -130,6 +130,8 @@ type Node struct {
 
 	// hs holds the handshakes in flight and the limits on unauthenticated input (pending.go).
 	hs *handshakeTable
+	// cookies is this node's cookie secret, for handshakes under load (session/cookie.go).
+	cookies *session.CookieJar
 
 	recomputeMu  sync.Mutex
 	recomputeReq chan struct{} // recomputeSoon -> recomputeLoop
@@ -219,6 +221,7 @@ func (n *Node) Run(ctx context.Context) error {
 		AESHardware: session.HasAESHardware(),
 		InitCache:   session.NewInitCache(0),
 	}
+	n.cookies = session.NewCookieJar(creds.psk)
 	n.hs.start()
 	defer n.hs.close()
 	// Argon2id used 64 MiB once; give it back to the system rather than carry it as resident memory.

@@ -26,13 +26,14 @@ var dropReasons = [...]string{
 	"src_not_sender", "not_local", "e2e_queue_full", "e2e_wrong_peer", "e2e_decrypt", "e2e_replay",
 	"handshake_rate", "handshake_replay", "handshake_stale",
 	"tcp_conn_limit", "tcp_handshake_timeout", "tcp_frame_before_session", "announce_db_full",
+	"handshake_cookie", "cookie_invalid",
 	"other",
 }
 
 // limitReasons are the drop reasons that mean a limit on outside input was reached (pending.go,
 // underlay's TCP limits, the announcement cap): logLimits reports them once per interval.
 var limitReasons = []string{"handshake_rate", "handshake_flood", "handshake_replay", "handshake_stale",
-	"tcp_conn_limit", "tcp_handshake_timeout", "tcp_frame_before_session", "announce_db_full", "e2e_queue_full"}
+	"tcp_conn_limit", "tcp_handshake_timeout", "tcp_frame_before_session", "announce_db_full", "e2e_queue_full", "handshake_cookie"}
 
 // limitLogEvery is how often reached limits are summed up in the log.
 const limitLogEvery = 10 * time.Second

@@ -6,6 +6,8 @@ package node
 //	message 1 from ip  -> per source IP rate (20/s, burst 5)   -> handshake_rate
 //	                   -> responders pending from that ip < 16, in all < 1024 -> handshake_flood
 //	                   -> session.Respond: replayed (InitCache) or stale clock, before any DH
+//	                   -> under load (cookieLoad responders pending): a valid cookie for ip:port, else a
+//	                      cookie reply and nothing more -> handshake_cookie
 //	data for an unknown index from ip -> at most one handshake back per source IP per second and
 //	                   hintRate in all (a restarted node's peers still use old keys) -> else dropped
 //
@@ -23,6 +25,7 @@ import (
 	"golang.org/x/time/rate"
 	"golang.zx2c4.com/wireguard/ratelimiter"
 
+	"github.com/weft-vpn/weft/internal/session"
 	"github.com/weft-vpn/weft/internal/underlay"
 )
 
@@ -33,6 +36,13 @@ const (
 	// hintRate bounds the handshakes this node starts towards senders of data for a session it does not
 	// know, per second in all (and one per source IP per second).
 	hintRate = 50
+	// cookieLoad is the number of responders pending from which this node is under load: a message 1
+	// then needs a valid cookie for its source address (session/cookie.go), else it gets a cookie reply
+	// and nothing else. It also bounds what senders that cannot receive at their address (forged
+	// sources) can put in the table.
+	cookieLoad = 128
+	// maxCookieResends bounds how often one handshake sends message 1 again with a fresh cookie.
+	maxCookieResends = 2
 )
 
 // errPendingFull: the table has no room for another responder handshake from that source.
@@ -50,6 +60,16 @@ type handshakeTable struct {
 
 	inits ratelimiter.Ratelimiter // message 1 per source address
 	hints *rate.Limiter           // handshakes for unknown sessions, in all
+
+	responders int                            // entries with responder set
+	loadAt     int                            // responders from which this node is under load (cookieLoad)
+	cookies    map[netip.AddrPort]cookieEntry // cookies responders gave this node, by their address
+}
+
+// cookieEntry is a cookie a responder gave this node, and until when to use it.
+type cookieEntry struct {
+	cookie [session.MACLen]byte
+	until  time.Time
 }
 
 func newHandshakeTable() *handshakeTable {
@@ -59,6 +79,8 @@ func newHandshakeTable() *handshakeTable {
 		hintAt:     make(map[netip.Addr]time.Time),
 		mismatchAt: make(map[netip.Addr]time.Time),
 		hints:      rate.NewLimiter(hintRate, hintRate),
+		loadAt:     cookieLoad,
+		cookies:    make(map[netip.AddrPort]cookieEntry),
 	}
 	return t
 }
@@ -93,6 +115,7 @@ func (t *handshakeTable) reserve(ph *pendingHandshake, used func(uint32) bool) (
 			return 0, errPendingFull
 		}
 		t.perIP[ph.src]++
+		t.responders++
 	}
 	var b [4]byte
 	for {
@@ -131,6 +154,7 @@ func (t *handshakeTable) remove(i uint32, ph *pendingHandshake) {
 func (t *handshakeTable) drop(i uint32, ph *pendingHandshake) {
 	delete(t.pending, i)
 	if ph.responder {
+		t.responders--
 		if t.perIP[ph.src]--; t.perIP[ph.src] <= 0 {
 			delete(t.perIP, ph.src)
 		}
@@ -164,6 +188,11 @@ func (t *handshakeTable) expire(now time.Time, timeout time.Duration) []*pending
 	for a, at := range t.hintAt {
 		if now.Sub(at) > 10*time.Second {
 			delete(t.hintAt, a)
+		}
+	}
+	for a, c := range t.cookies {
+		if now.After(c.until) {
+			delete(t.cookies, a)
 		}
 	}
 	return failed
@@ -200,4 +229,29 @@ func (t *handshakeTable) logDue(src netip.Addr, now time.Time) bool {
 	}
 	t.mismatchAt[src] = now
 	return true
+}
+
+// underLoad reports whether a message 1 now needs a cookie.
+func (t *handshakeTable) underLoad() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.responders >= t.loadAt
+}
+
+// cookieFor returns the cookie a responder at a gave this node, if it is still fresh.
+func (t *handshakeTable) cookieFor(a netip.AddrPort, now time.Time) *[session.MACLen]byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c, ok := t.cookies[a]; ok && now.Before(c.until) {
+		return &c.cookie
+	}
+	return nil
+}
+
+// setCookie remembers a cookie from the responder at a (one per address: only replies to this node's
+// own handshakes, checked with the network key, get here).
+func (t *handshakeTable) setCookie(a netip.AddrPort, c [session.MACLen]byte, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cookies[a] = cookieEntry{cookie: c, until: now.Add(session.CookieLifetime - 10*time.Second)}
 }

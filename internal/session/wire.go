@@ -17,6 +17,10 @@ const (
 //	type 2 | 2 0 0 0 | sender u32 | receiver u32 |                 noise msg 2
 //	type 3 | 3 0 0 0 | sender u32 | receiver u32 |                 noise msg 3
 //	type 4 | 4 0 0 0 | receiver u32 | counter u64 |                ciphertext + 16-byte tag
+//	type 5 | 5 0 0 0 | receiver u32 | cookie [16] | mac [16]        cookie reply (cookie.go)
+//
+// Type-1 packets on the wire end in a 16-byte mac2 trailer (cookie.go) that NewInitiator's message
+// does not have and Respond must not get: see WithMAC2 and SplitMAC2.
 const (
 	initHeaderLen = 8
 	respHeaderLen = 12 // also type 3
@@ -56,6 +60,8 @@ func headerLen(t uint8) int {
 		return respHeaderLen
 	case TypeData:
 		return DataHeaderLen
+	case TypeCookieReply:
+		return CookieReplyLen // fixed length: the whole packet (cookie.go)
 	}
 	return 0
 }
@@ -79,13 +85,13 @@ func PacketType(pkt []byte) (t uint8, ok bool) {
 // other or truncated packets.
 func SenderIndex(pkt []byte) (uint32, bool) {
 	t, ok := PacketType(pkt)
-	if !ok || t == TypeData {
+	if !ok || t == TypeData || t == TypeCookieReply {
 		return 0, false
 	}
 	return binary.BigEndian.Uint32(pkt[4:8]), true
 }
 
-// ReceiverIndex returns the receiver index of a type 2, 3 or 4 packet: the
+// ReceiverIndex returns the receiver index of a type 2, 3, 4 or 5 packet: the
 // local index the receiving node chose, used to find the handshake or
 // session the packet belongs to. ok is false for other or truncated packets.
 func ReceiverIndex(pkt []byte) (uint32, bool) {
@@ -93,7 +99,7 @@ func ReceiverIndex(pkt []byte) (uint32, bool) {
 	switch {
 	case !ok || t == TypeHandshakeInit:
 		return 0, false
-	case t == TypeData:
+	case t == TypeData || t == TypeCookieReply:
 		return binary.BigEndian.Uint32(pkt[4:8]), true
 	}
 	return binary.BigEndian.Uint32(pkt[8:12]), true
