@@ -34,7 +34,7 @@ const (
 	// MACLen is the length of the mac2 trailer of a type-1 packet and of a cookie.
 	MACLen = 16
 	// CookieReplyLen is the length of a cookie reply.
-	CookieReplyLen = cookieHeaderLen + MACLen + MACLen
+	CookieReplyLen  = cookieHeaderLen + MACLen + MACLen
 	cookieHeaderLen = 8
 	// CookieLifetime is how long a responder's cookie secret lives (a cookie stays valid for one more).
 	CookieLifetime = 2 * time.Minute
