@@ -349,7 +349,11 @@ func TestForgedResponseKeepsHandshake(t *testing.T) {
 			t.Fatalf("no handshake from the node: %v", err)
 		}
 		if typ, _ := session.PacketType(buf[:k]); typ == session.TypeHandshakeInit {
-			msg1, from = append([]byte(nil), buf[:k]...), addr
+			m, _, ok := session.SplitMAC2(buf[:k]) // the wire form ends in a mac2 trailer
+			if !ok {
+				t.Fatalf("a type-1 packet of %d bytes without its mac2 trailer", k)
+			}
+			msg1, from = append([]byte(nil), m...), addr
 		}
 	}
 	resp, msg2, _, err := session.Respond(cfg, msg1, 0x5151, hello{IPv4: netip.MustParsePrefix("10.1.0.2/24"), Hostname: "peer"}.marshal())
