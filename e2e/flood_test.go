@@ -51,23 +51,44 @@ func procCPU(t *testing.T, pid int) time.Duration {
 // floodLab is beta under attack from host m, with alpha holding a session to it; gamma's host c is
 // ready for a fresh node.
 type floodLab struct {
-	lab        *netlab.Lab
-	hb, hm, hc *netlab.Host
-	a, b       *weftNode
-	bOnMB      netip.Addr // beta's address as the attacker reaches it
-	bOnCB      netip.Addr
+	lab            *netlab.Lab
+	ha, hb, hm, hc *netlab.Host
+	a, b           *weftNode
+	bOnMB          netip.Addr // beta's address as the attacker reaches it
+	bOnCB          netip.Addr
 }
 
-func newFloodLab(t *testing.T, bListen ...string) *floodLab {
+// floodOpts are the flags of alpha and beta beyond the usual (beta's listeners; extra flags of both).
+type floodOpts struct {
+	bListen []string
+	extra   []string
+}
+
+func newFloodLab(t *testing.T, o floodOpts) *floodLab {
 	lab := netlab.New(t)
 	ha, hb, hm, hc := lab.Host("a"), lab.Host("b"), lab.Host("m"), lab.Host("c")
 	_, bOnAB := link(lab, ha, hb, 1)
 	_, bOnMB := link(lab, hm, hb, 2)
 	_, bOnCB := link(lab, hc, hb, 3)
-	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", listen: bListen})
-	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}})
+	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", listen: o.bListen, extra: o.extra})
+	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}, extra: o.extra})
 	b.waitPeer(a.ip, 10*time.Second)
-	return &floodLab{lab: lab, hb: hb, hm: hm, hc: hc, a: a, b: b, bOnMB: bOnMB, bOnCB: bOnCB}
+	return &floodLab{lab: lab, ha: ha, hb: hb, hm: hm, hc: hc, a: a, b: b, bOnMB: bOnMB, bOnCB: bOnCB}
+}
+
+// proxiedFlowsWork checks that alpha's TCP flows to beta go through the KCP proxy and arrive intact
+// (an echo server on beta's port, 4 flows of 64 KiB).
+func (f *floodLab) proxiedFlowsWork(t *testing.T, port int) {
+	t.Helper()
+	addr := fmt.Sprintf("10.144.144.2:%d", port)
+	startProbe(t, f.hb, "echo-server", addr)
+	opened := f.a.status().Proxy.FlowsOpened
+	if out := runProbe(t, f.ha, 30*time.Second, "flood", addr, "4", "65536"); !strings.HasPrefix(out, "ok") {
+		t.Fatalf("alpha's proxied flows to beta: %s", out)
+	}
+	if f.a.status().Proxy.FlowsOpened < opened+4 {
+		t.Error("alpha's TCP flows to beta did not go through the KCP proxy")
+	}
 }
 
 // runHostile runs the hostile tool on host h to completion and returns its last line's fields.
@@ -93,7 +114,7 @@ func atoi(t *testing.T, s string) int {
 // address here), a fresh node gamma forms its session with beta within 2 s in the middle of it, alpha's
 // session survives, and beta's memory grows by less than 10 MiB.
 func TestUnknownIndexFlood(t *testing.T) {
-	f := newFloodLab(t)
+	f := newFloodLab(t, floodOpts{})
 	rss0 := procRSS(t, f.b.proc.Pid())
 	flood := f.hm.Start(t, hostileBin, "flood-unknown", "-to", netip.AddrPortFrom(f.bOnMB, 11010).String(),
 		"-rate", "3000", "-ports", "1000", "-seconds", "10")
@@ -129,7 +150,7 @@ func TestUnknownIndexFlood(t *testing.T) {
 // 5,000 times a second for 10 s. Beta answers none of the replays, does no Diffie-Hellman work for
 // them (CPU below half a core), and its sessions stay as they were.
 func TestReplayedHandshakeInit(t *testing.T) {
-	f := newFloodLab(t)
+	f := newFloodLab(t, floodOpts{})
 	pid := f.b.proc.Pid()
 	before, peersBefore := f.b.status(), f.b.peers()
 	cpu0 := procCPU(t, pid)
@@ -168,7 +189,7 @@ func TestReplayedHandshakeInit(t *testing.T) {
 // at most 8 of them from one address and closes those after the 5 s handshake deadline (the rest at
 // once), its memory grows by less than 20 MiB, and a real node joins over TCP meanwhile.
 func TestIdleTCPConnections(t *testing.T) {
-	f := newFloodLab(t, "udp://0.0.0.0:11010", "tcp://0.0.0.0:11011")
+	f := newFloodLab(t, floodOpts{bListen: []string{"udp://0.0.0.0:11010", "tcp://0.0.0.0:11011"}})
 	rss0 := procRSS(t, f.b.proc.Pid())
 	p := f.hm.Start(t, hostileBin, "tcp-idle", "-to", netip.AddrPortFrom(f.bOnMB, 11011).String(), "-conns", "500", "-seconds", "15")
 	time.Sleep(time.Second)
@@ -203,14 +224,8 @@ func TestIdleTCPConnections(t *testing.T) {
 // announcement database stops at its cap (4,096 origins; the rest are refused and counted), beta's
 // routes to alpha stay as they were, and alpha's proxied TCP flow to beta goes through the proxy.
 func TestInventedOrigins(t *testing.T) {
-	lab := netlab.New(t)
-	ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
-	_, bOnAB := link(lab, ha, hb, 1)
-	_, bOnMB := link(lab, hm, hb, 2)
-	proxy := []string{"--tcp-proxy", "kcp"}
-	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", extra: proxy})
-	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}, extra: proxy})
-	b.waitPeer(a.ip, 10*time.Second)
+	f := newFloodLab(t, floodOpts{extra: []string{"--tcp-proxy", "kcp"}})
+	a, b, hm, bOnMB := f.a, f.b, f.hm, f.bOnMB
 	pid := b.proc.Pid()
 	cpu0, start := procCPU(t, pid), time.Now()
 	const count = 5000
@@ -235,15 +250,8 @@ func TestInventedOrigins(t *testing.T) {
 	if !strings.Contains(b.proc.Log(), "announcement database full") {
 		t.Error("beta did not log that its announcement database is full")
 	}
-	mustPing(t, ha, b.ip, 3*time.Second)
-	startProbe(t, hb, "echo-server", "10.144.144.2:7830")
-	opened := a.status().Proxy.FlowsOpened
-	if out := runProbe(t, ha, 30*time.Second, "flood", "10.144.144.2:7830", "4", "65536"); !strings.HasPrefix(out, "ok") {
-		t.Fatalf("alpha's proxied flows to beta after the flood: %s", out)
-	}
-	if a.status().Proxy.FlowsOpened < opened+4 {
-		t.Error("alpha's TCP flows to beta did not go through the KCP proxy")
-	}
+	mustPing(t, f.ha, b.ip, 3*time.Second)
+	f.proxiedFlowsWork(t, 7830)
 }
 
 // TestKCPConversationFlood: a member sends 10,000 KCP segments that would each open a proxied
@@ -253,14 +261,8 @@ func TestInventedOrigins(t *testing.T) {
 // conversations are gone again once it is (its session dies after 5 s; they would also end at the
 // 10 s open timeout; asserted within 30 s).
 func TestKCPConversationFlood(t *testing.T) {
-	lab := netlab.New(t)
-	ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
-	_, bOnAB := link(lab, ha, hb, 1)
-	_, bOnMB := link(lab, hm, hb, 2)
-	proxy := []string{"--tcp-proxy", "kcp"}
-	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24", extra: proxy})
-	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}, extra: proxy})
-	b.waitPeer(a.ip, 10*time.Second)
+	f := newFloodLab(t, floodOpts{extra: []string{"--tcp-proxy", "kcp"}})
+	b, hm, bOnMB := f.b, f.hm, f.bOnMB
 	hostile := func(args ...string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -288,14 +290,7 @@ func TestKCPConversationFlood(t *testing.T) {
 		t.Fatalf("beta holds %d KCP conversations, over the per-node cap of 4096", st.Proxy.KCPConversations)
 	}
 	t.Logf("member as itself: beta holds %d conversations, refused %d", st.Proxy.KCPConversations, st.Proxy.KCPConversationsRefused)
-	startProbe(t, hb, "echo-server", "10.144.144.2:7850")
-	opened := a.status().Proxy.FlowsOpened
-	if out := runProbe(t, ha, 30*time.Second, "flood", "10.144.144.2:7850", "4", "65536"); !strings.HasPrefix(out, "ok") {
-		t.Fatalf("alpha's proxied flows to beta during the flood: %s", out)
-	}
-	if a.status().Proxy.FlowsOpened < opened+4 {
-		t.Error("alpha's TCP flows to beta did not go through the KCP proxy")
-	}
+	f.proxiedFlowsWork(t, 7850)
 	took := waitFor(t, 30*time.Second, func() bool { st = b.status(); return st.Proxy.KCPConversations <= 4 }, func() string {
 		return fmt.Sprintf("beta still holds %d KCP conversations", st.Proxy.KCPConversations)
 	})
@@ -308,7 +303,7 @@ func TestKCPConversationFlood(t *testing.T) {
 // (handshake_flood stays 0; without cookies 200 sources x 16 would fill its 1,024 places), while a fresh
 // node gamma, which answers its cookie, joins within 2 s during the flood.
 func TestForgedSourceHandshakes(t *testing.T) {
-	f := newFloodLab(t)
+	f := newFloodLab(t, floodOpts{})
 	dev := "to-" + f.hb.Name()
 	for i := 0; i < 200; i++ {
 		f.hm.Run(t, "ip", "addr", "add", fmt.Sprintf("172.16.2.%d/24", 10+i), "dev", dev)

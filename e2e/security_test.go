@@ -185,19 +185,10 @@ func TestSpoofedSourceRefused(t *testing.T) {
 			b.waitPeer(a.ip, 10*time.Second)
 			b.waitPeer(m.ip, 10*time.Second)
 			// Beta counts what arrives from alpha's address on its TUN, as a firewall would see it.
-			hb.Run(t, "nft", "add", "table", "inet", "spooftest")
-			t.Cleanup(func() { hb.RunErr(context.Background(), "nft", "delete", "table", "inet", "spooftest") })
-			hb.Run(t, "nft", "add", "chain", "inet", "spooftest", "in", "{ type filter hook input priority 0; }")
-			hb.Run(t, "nft", "add", "rule", "inet", "spooftest", "in", "iifname", "weft0", "ip", "saddr", "10.144.144.1", "counter")
-			counted := func() int {
-				out := hb.Run(t, "nft", "list", "chain", "inet", "spooftest", "in")
-				i := strings.Index(out, "packets ")
-				if i < 0 {
-					t.Fatalf("no counter in %q", out)
-				}
-				n, _ := strconv.Atoi(strings.Fields(out[i+len("packets "):])[0])
-				return n
-			}
+			counter := inputCounters(t, hb, "spooftest", map[string][]string{
+				"alpha": {"iifname", "weft0", "ip", "saddr", "10.144.144.1"},
+			})
+			counted := func() int { return counter("alpha") }
 			startProbe(t, hb, "echo-server", "10.144.144.2:7810")
 			hm.Run(t, "ip", "addr", "add", "10.144.144.1/32", "dev", "lo")
 			before := m.status().Drops["src_not_owned"]
@@ -246,22 +237,10 @@ func TestRogueRelay(t *testing.T) {
 	c := startNode(t, hc, "gamma", nodeOpts{ip: "10.144.144.3/24"})
 
 	// Gamma's firewall counts what its TUN delivers: the rewritten source, and the injected datagrams.
-	hc.Run(t, "nft", "add", "table", "inet", "roguetest")
-	t.Cleanup(func() { hc.RunErr(context.Background(), "nft", "delete", "table", "inet", "roguetest") })
-	hc.Run(t, "nft", "add", "counter", "inet", "roguetest", "rewritten")
-	hc.Run(t, "nft", "add", "counter", "inet", "roguetest", "injected")
-	hc.Run(t, "nft", "add", "chain", "inet", "roguetest", "in", "{ type filter hook input priority 0; }")
-	hc.Run(t, "nft", "add", "rule", "inet", "roguetest", "in", "iifname", "weft0", "ip", "saddr", "10.144.144.9", "counter", "name", "rewritten")
-	hc.Run(t, "nft", "add", "rule", "inet", "roguetest", "in", "iifname", "weft0", "udp", "dport", "7811", "counter", "name", "injected")
-	counter := func(name string) int {
-		out := hc.Run(t, "nft", "list", "counter", "inet", "roguetest", name)
-		i := strings.Index(out, "packets ")
-		if i < 0 {
-			t.Fatalf("no counter in %q", out)
-		}
-		n, _ := strconv.Atoi(strings.Fields(out[i+len("packets "):])[0])
-		return n
-	}
+	counter := inputCounters(t, hc, "roguetest", map[string][]string{
+		"rewritten": {"iifname", "weft0", "ip", "saddr", "10.144.144.9"},
+		"injected":  {"iifname", "weft0", "udp", "dport", "7811"},
+	})
 	startProbe(t, hc, "serial-server", "10.144.144.3:7820")
 
 	const injectCount = 50
@@ -334,19 +313,10 @@ func TestUnderlaySpoofDropped(t *testing.T) {
 		t.Fatalf("beta's guard table does not drop mesh sources from other interfaces:\n%s", guard)
 	}
 	// Beta counts, at its input hook (after the guard), what arrives with alpha's source.
-	hb.Run(t, "nft", "add", "table", "inet", "guardtest")
-	t.Cleanup(func() { hb.RunErr(context.Background(), "nft", "delete", "table", "inet", "guardtest") })
-	hb.Run(t, "nft", "add", "counter", "inet", "guardtest", "forged")
-	hb.Run(t, "nft", "add", "counter", "inet", "guardtest", "real")
-	hb.Run(t, "nft", "add", "chain", "inet", "guardtest", "in", "{ type filter hook input priority 0; }")
-	hb.Run(t, "nft", "add", "rule", "inet", "guardtest", "in", "iifname", "!=", "weft0", "ip", "saddr", "10.144.144.1", "counter", "name", "forged")
-	hb.Run(t, "nft", "add", "rule", "inet", "guardtest", "in", "iifname", "weft0", "ip", "saddr", "10.144.144.1", "counter", "name", "real")
-	counter := func(name string) int {
-		out := hb.Run(t, "nft", "list", "counter", "inet", "guardtest", name)
-		i := strings.Index(out, "packets ")
-		n, _ := strconv.Atoi(strings.Fields(out[i+len("packets "):])[0])
-		return n
-	}
+	counter := inputCounters(t, hb, "guardtest", map[string][]string{
+		"forged": {"iifname", "!=", "weft0", "ip", "saddr", "10.144.144.1"},
+		"real":   {"iifname", "weft0", "ip", "saddr", "10.144.144.1"},
+	})
 	hm.Run(t, "ip", "addr", "add", "10.144.144.1/32", "dev", "lo")
 	hm.Run(t, "ip", "route", "add", "10.144.144.2/32", "via", bOnMB.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -364,5 +334,28 @@ func TestUnderlaySpoofDropped(t *testing.T) {
 	b.stop()
 	if out, err := hb.RunErr(context.Background(), "nft", "list", "table", "inet", "weft_weft0_guard"); err == nil {
 		t.Errorf("the guard table outlived beta:\n%s", out)
+	}
+}
+
+// inputCounters makes an nftables table on h with an input-hook chain and one named counter per rule:
+// rules maps a counter name to the match it counts (nft rule syntax, split in words). It returns a
+// function reading a counter's packets. The table is deleted when the test ends.
+func inputCounters(t *testing.T, h *netlab.Host, table string, rules map[string][]string) func(name string) int {
+	t.Helper()
+	h.Run(t, "nft", "add", "table", "inet", table)
+	t.Cleanup(func() { h.RunErr(context.Background(), "nft", "delete", "table", "inet", table) })
+	h.Run(t, "nft", "add", "chain", "inet", table, "in", "{ type filter hook input priority 0; }")
+	for name, match := range rules {
+		h.Run(t, "nft", "add", "counter", "inet", table, name)
+		h.Run(t, "nft", append(append([]string{"add", "rule", "inet", table, "in"}, match...), "counter", "name", name)...)
+	}
+	return func(name string) int {
+		out := h.Run(t, "nft", "list", "counter", "inet", table, name)
+		i := strings.Index(out, "packets ")
+		if i < 0 {
+			t.Fatalf("no counter in %q", out)
+		}
+		n, _ := strconv.Atoi(strings.Fields(out[i+len("packets "):])[0])
+		return n
 	}
 }

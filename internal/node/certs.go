@@ -157,7 +157,7 @@ func (n *Node) refusePeer(kp *session.Keypair, link underlay.Link, h hello, why 
 // reason is logged (at most once per interval per peer).
 func (n *Node) receiveRefused(p *peer, reason []byte) {
 	if n.warnDue(&n.refusedBy, p.id) {
-		n.log.Warn("peer "+p.hello.Hostname+" ("+p.id.String()+") refused this node: "+string(reason), "peer", p.id.String())
+		n.log.Warn("peer "+n.peerTab.hostname(p)+" ("+p.id.String()+") refused this node: "+string(reason), "peer", p.id.String())
 	}
 	n.peerDown(p, "refused by the peer")
 }

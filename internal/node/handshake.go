@@ -173,7 +173,8 @@ func (n *Node) handleInit(pkt []byte, from underlay.Link) {
 		return
 	}
 	rl, routed := from.(*routedLink)
-	if !routed && n.hs.underLoad() {
+	// Under load a UDP sender proves its address with a cookie (TCP's own handshake already did).
+	if !routed && from.Network() == "udp" && n.hs.underLoad() {
 		now := time.Now()
 		if !n.cookies.Valid(msg1, mac2, from.RemoteAddr(), now) {
 			// Prove the address first: a forged source never sees this reply.

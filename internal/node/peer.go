@@ -116,7 +116,7 @@ func (n *Node) peerDown(p *peer, why string) {
 	if !n.peerTab.down(p) {
 		return
 	}
-	n.log.Warn("peer down", "peer", p.id.String(), "hostname", p.hello.Hostname, "reason", why)
+	n.log.Warn("peer down", "peer", p.id.String(), "hostname", n.peerTab.hostname(p), "reason", why)
 	n.reannounce()
 }
 

@@ -176,6 +176,13 @@ func (t *peerTable) pongFor(p *peer, seq uint32) (time.Time, bool) {
 	return at, true
 }
 
+// hostname returns the hostname p gave in its last handshake.
+func (t *peerTable) hostname(p *peer) string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return p.hello.Hostname
+}
+
 // add puts p in the table as it is (tests).
 func (t *peerTable) add(p *peer) {
 	t.mu.Lock()
