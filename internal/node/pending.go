@@ -4,10 +4,10 @@ package node
 // packet nobody has authenticated yet, so every table has a stated bound and every costly step a rate:
 //
 //	message 1 from ip  -> per source IP rate (20/s, burst 5)   -> handshake_rate
+//	                   -> over UDP under load (cookieLoad responders pending): a valid cookie for
+//	                      ip:port, else a cookie reply and nothing more -> handshake_cookie
 //	                   -> responders pending from that ip < 16, in all < 1024 -> handshake_flood
 //	                   -> session.Respond: replayed (InitCache) or stale clock, before any DH
-//	                   -> under load (cookieLoad responders pending): a valid cookie for ip:port, else a
-//	                      cookie reply and nothing more -> handshake_cookie
 //	data for an unknown index from ip -> at most one handshake back per source IP per second and
 //	                   hintRate in all (a restarted node's peers still use old keys) -> else dropped
 //
