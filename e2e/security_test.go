@@ -256,7 +256,18 @@ func TestRogueRelay(t *testing.T) {
 		return fmt.Sprintf("alpha has no route to gamma through the rogue relay: %+v", a.routes())
 	})
 	mustPing(t, ha, c.ip, 10*time.Second)
+	waitFor(t, 10*time.Second, func() bool {
+		r, ok := routeTo(c, "10.144.144.1/32")
+		return ok && r.NextHop == "10.144.144.66"
+	}, func() string {
+		return fmt.Sprintf("gamma has no route to alpha through the rogue relay: %+v", c.routes())
+	})
 	before := c.status().Drops
+	// Gamma knows alpha's address now: the injected datagrams claim a source another node owns.
+	if err := rogue.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	rogue.WaitLog(t, fmt.Sprintf("injected %d", injectCount), 10*time.Second)
 
 	out := runProbe(t, ha, 120*time.Second, "upload", "10.144.144.3:7820", "1", strconv.Itoa(64<<20), "90")
 	if !strings.HasPrefix(out, "ok 1 flows") {

@@ -21,9 +21,9 @@
 //	  of their own, route through it. It relays their end-to-end traffic (msgSealed, msgRoutedHandshake)
 //	  by destination node, as an honest relay does, answers pings, and attacks: every Nth sealed message
 //	  from A to C has its bytes XORed where an IP packet's source address sits (a rewrite of FROM to TO
-//	  were the packet not authenticated), and -count UDP datagrams from -inject-src go to -inject-to over
-//	  its own session with C. It prints "relaying" once both sessions are up, and on SIGTERM
-//	  "forwarded N tampered M injected K", then exits 0.
+//	  were the packet not authenticated), and on SIGUSR1 -count UDP datagrams from -inject-src go to
+//	  -inject-to over its own session with C (it prints "injected N" after them). It prints "relaying"
+//	  once both sessions are up, and on SIGTERM "forwarded N tampered M injected K", then exits 0.
 //
 //	hostile -peer ADDR invent-origins -count 5000
 //	  sends announcements for -count invented nodes (each with its own fresh key and a valid signature,
@@ -448,7 +448,15 @@ func (r *relay) run(injectSrc, injectTo string, count int) error {
 		if err != nil {
 			return err
 		}
-		time.Sleep(time.Second) // let both nodes learn the routes first
+		// Inject once told to (SIGUSR1): the test sends it when both nodes know each other's routes, so
+		// that the second node knows whose address the forged source is.
+		go1 := make(chan os.Signal, 1)
+		signal.Notify(go1, syscall.SIGUSR1)
+		select {
+		case <-go1:
+		case sig := <-stop:
+			stop <- sig
+		}
 		for i := 0; i < count; i++ {
 			pkt := udpPacket(src, dst, []byte(fmt.Sprintf("injected-%d\n", i)))
 			if err := r.c.send(append([]byte{msgIP, 16}, pkt...)); err != nil {
@@ -457,6 +465,7 @@ func (r *relay) run(injectSrc, injectTo string, count int) error {
 			r.injected.Add(1)
 			time.Sleep(5 * time.Millisecond)
 		}
+		fmt.Println("injected", r.injected.Load())
 	}
 	<-stop
 	close(done)
@@ -749,8 +758,8 @@ func (m *member) kcpOpen(count int, invent bool, ip netip.Prefix) (int, error) {
 	if err := m.send(append([]byte{msgAnnounce}, a.Wire()...)); err != nil {
 		return 0, err
 	}
-	go m.keepAlive() // answer the node's pings, or it drops the session before the conversations end
-	time.Sleep(300 * time.Millisecond)
+	go m.keepAlive()        // answer the node's pings, or it drops the session before the conversations end
+	time.Sleep(time.Second) // the node routes to this member once it recomputed (within 50 ms)
 	dst := uint64(m.kp.PeerID())
 	for i := 0; i < count; i++ {
 		src := uint64(m.signer.NodeID())
