@@ -266,6 +266,10 @@ func (n *Node) Run(ctx context.Context) error {
 		} else {
 			n.guard = g
 			defer g.Close()
+			// The virtual network from the start; recomputes add the routed prefixes.
+			if err := g.SetSources([]netip.Prefix{cfg.IPv4.Masked()}); err != nil {
+				n.log.Warn("anti-spoofing rules", "err", err)
+			}
 		}
 		if len(cfg.Subnet) > 0 {
 			fw, forwardOn, err := n.exposeSubnets()
