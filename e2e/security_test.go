@@ -26,13 +26,8 @@ import (
 // another address) and alpha could never correct it (its own sequence numbers are lower). Beta drops
 // every one, counts them, keeps routing to alpha directly, and the ping goes through.
 func TestForgedAnnouncement(t *testing.T) {
-	lab := netlab.New(t)
-	ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
-	_, bOnAB := link(lab, ha, hb, 1)
-	_, bOnMB := link(lab, hm, hb, 2)
-	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
-	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}})
-	b.waitPeer(a.ip, 10*time.Second)
+	f := newFloodLab(t, floodOpts{})
+	hb, hm, a, b, bOnMB := f.hb, f.hm, f.a, f.b, f.bOnMB
 	victim := a.status().NodeID
 	before := b.status().Drops["announce_forged"]
 
@@ -312,13 +307,8 @@ func TestRogueRelay(t *testing.T) {
 // drops it before it reaches any socket (a service there would otherwise take it for alpha); alpha's own
 // datagram, through the tunnel, arrives. On exit the guard table is gone.
 func TestUnderlaySpoofDropped(t *testing.T) {
-	lab := netlab.New(t)
-	ha, hb, hm := lab.Host("a"), lab.Host("b"), lab.Host("m")
-	_, bOnAB := link(lab, ha, hb, 1)
-	_, bOnMB := link(lab, hm, hb, 2)
-	b := startNode(t, hb, "beta", nodeOpts{ip: "10.144.144.2/24"})
-	a := startNode(t, ha, "alpha", nodeOpts{ip: "10.144.144.1/24", peers: []string{udpPeer(bOnAB)}})
-	b.waitPeer(a.ip, 10*time.Second)
+	f := newFloodLab(t, floodOpts{})
+	ha, hb, hm, b, bOnMB := f.ha, f.hb, f.hm, f.b, f.bOnMB
 	guard := hb.Run(t, "nft", "list", "table", "inet", "weft_weft0_guard")
 	if !strings.Contains(guard, "10.144.144.0/24") || !strings.Contains(guard, "drop") {
 		t.Fatalf("beta's guard table does not drop mesh sources from other interfaces:\n%s", guard)

@@ -108,14 +108,7 @@ func (g *Guard) Close() error {
 	}
 	conn := g.conn
 	g.conn = nil
-	conn.AddTable(g.table)
-	conn.DelTable(g.table)
-	err := conn.Flush()
-	_ = conn.CloseLasting()
-	if err != nil {
-		return fmt.Errorf("lanfw: delete table inet %s: %w (remove it by hand with `nft delete table inet %s`)", g.table.Name, err, g.table.Name)
-	}
-	return nil
+	return deleteTable(conn, g.table.Name)
 }
 
 // spoofRule drops IPv4 packets with a source in p that came in on neither dev nor loopback.

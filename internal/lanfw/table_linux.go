@@ -83,17 +83,23 @@ func (t *Table) Close() error {
 	}
 	conn := t.conn
 	t.conn = nil
-	nt := &nftables.Table{Family: nftables.TableFamilyINet, Name: t.name}
+	return deleteTable(conn, t.name)
+}
+
+// deleteTable deletes the inet table name through conn and closes conn. A table someone else removed
+// already is no error.
+func deleteTable(conn *nftables.Conn, name string) error {
+	nt := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
 	// Adding first makes the delete succeed when someone removed the table.
 	conn.AddTable(nt)
 	conn.DelTable(nt)
 	err := conn.Flush()
 	closeErr := conn.CloseLasting()
 	if err != nil {
-		return fmt.Errorf("lanfw: delete table inet %s: %w (remove it by hand with `nft delete table inet %s`)", t.name, err, t.name)
+		return fmt.Errorf("lanfw: delete table inet %s: %w (remove it by hand with `nft delete table inet %s`)", name, err, name)
 	}
 	if closeErr != nil {
-		return fmt.Errorf("lanfw: table inet %s deleted, but closing its netlink socket failed: %w", t.name, closeErr)
+		return fmt.Errorf("lanfw: table inet %s deleted, but closing its netlink socket failed: %w", name, closeErr)
 	}
 	return nil
 }

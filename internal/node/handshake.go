@@ -108,16 +108,22 @@ func (n *Node) handleCookie(pkt []byte, from underlay.Link) {
 	}
 	ph.mu.Lock()
 	msg1 := ph.msg1
-	ph.resends++
-	tries := ph.resends
 	ph.mu.Unlock()
-	if msg1 == nil || tries > maxCookieResends {
+	if msg1 == nil {
 		n.drops.inc("unknown_session")
 		return
 	}
 	cookie, ok := session.OpenCookieReply(n.scfg.PSK, pkt, msg1)
 	if !ok {
-		n.drops.inc("cookie_invalid")
+		n.drops.inc("cookie_invalid") // a forged reply costs the genuine handshake nothing
+		return
+	}
+	ph.mu.Lock()
+	ph.resends++
+	tries := ph.resends
+	ph.mu.Unlock()
+	if tries > maxCookieResends {
+		n.drops.inc("unknown_session")
 		return
 	}
 	n.hs.setCookie(from.RemoteAddr(), cookie, time.Now())
@@ -196,11 +202,7 @@ func (n *Node) handleInit(pkt []byte, from underlay.Link) {
 	ph := &pendingHandshake{started: time.Now(), routed: routed, responder: true, src: src}
 	idx, err := n.hs.reserve(ph, n.indexUsed)
 	if err != nil {
-		n.drops.inc("handshake_flood")
-		if n.hs.logDue(netip.Addr{}, time.Now()) {
-			n.log.Warn("handshake table full: refusing handshakes from " + from.Network() + "://" + from.RemoteAddr().String() +
-				fmt.Sprintf(" (%d in flight, at most %d in all and %d per source address)", n.hs.len(), maxPending, maxPendingPerIP))
-		}
+		n.drops.inc("handshake_flood") // logged with the other limits (logLimits)
 		return
 	}
 	ph.mu.Lock()

@@ -138,9 +138,6 @@ func (t *handshakeTable) get(i uint32) *pendingHandshake {
 	return t.pending[i]
 }
 
-// has reports whether i is the local index of a handshake in flight.
-func (t *handshakeTable) has(i uint32) bool { return t.get(i) != nil }
-
 // remove takes the handshake with index i out of the table if it is still ph.
 func (t *handshakeTable) remove(i uint32, ph *pendingHandshake) {
 	t.mu.Lock()

@@ -66,16 +66,15 @@ func SplitMAC2(pkt []byte) (msg1, mac2 []byte, ok bool) {
 type CookieJar struct {
 	psk [32]byte
 
-	mu       sync.Mutex
-	cur      [32]byte
-	prev     [32]byte
-	rotated  time.Time
-	hasPrev  bool
-	randRead func([]byte) (int, error)
+	mu      sync.Mutex
+	cur     [32]byte
+	prev    [32]byte
+	rotated time.Time
+	hasPrev bool
 }
 
 // NewCookieJar returns a jar for the network key psk.
-func NewCookieJar(psk [32]byte) *CookieJar { return &CookieJar{psk: psk, randRead: rand.Read} }
+func NewCookieJar(psk [32]byte) *CookieJar { return &CookieJar{psk: psk} }
 
 // secrets returns the current secret (rotating it when due) and the previous one.
 func (j *CookieJar) secrets(now time.Time) (cur, prev [32]byte, hasPrev bool) {
@@ -85,7 +84,7 @@ func (j *CookieJar) secrets(now time.Time) (cur, prev [32]byte, hasPrev bool) {
 		if !j.rotated.IsZero() {
 			j.prev, j.hasPrev = j.cur, now.Sub(j.rotated) < 2*CookieLifetime
 		}
-		_, _ = j.randRead(j.cur[:])
+		_, _ = rand.Read(j.cur[:])
 		j.rotated = now
 	}
 	return j.cur, j.prev, j.hasPrev

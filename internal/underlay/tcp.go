@@ -63,9 +63,7 @@ const (
 // and leaves the limits on unauthenticated connections; for a UDP link it does nothing.
 func Trust(l Link) {
 	if tl, ok := l.(*tcpLink); ok && tl.trusted.CompareAndSwap(false, true) {
-		if tl.t != nil {
-			tl.t.untrust(tl)
-		}
+		tl.t.untrust(tl)
 	}
 }
 
@@ -73,10 +71,19 @@ func Trust(l Link) {
 // when its source address has too many already; at the global limit it closes the oldest one.
 func (t *Transport) admit(l *tcpLink) bool {
 	a := l.addr.Addr()
+	// The deadline exists before anyone can see l (an eviction, Trust).
+	l.deadline = time.AfterFunc(t.handshakeDeadline, func() {
+		if !l.trusted.Load() {
+			t.count("tcp_handshake_timeout")
+			t.log.Debug("tcp: no session within the handshake deadline, closing", "remote", l.addr, "deadline", t.handshakeDeadline)
+			l.Close()
+		}
+	})
 	var evict *tcpLink
 	t.mu.Lock()
 	if t.untrustedPerIP[a] >= MaxUntrustedPerIP {
 		t.mu.Unlock()
+		l.deadline.Stop()
 		t.count("tcp_conn_limit")
 		return false
 	}
@@ -96,13 +103,6 @@ func (t *Transport) admit(l *tcpLink) bool {
 		t.count("tcp_conn_limit")
 		evict.Close()
 	}
-	l.deadline = time.AfterFunc(t.handshakeDeadline, func() {
-		if !l.trusted.Load() {
-			t.count("tcp_handshake_timeout")
-			t.log.Debug("tcp: no session within the handshake deadline, closing", "remote", l.addr, "deadline", t.handshakeDeadline)
-			l.Close()
-		}
-	})
 	return true
 }
 
@@ -114,9 +114,7 @@ func (t *Transport) untrust(l *tcpLink) {
 		t.decPerIP(l.addr.Addr())
 	}
 	t.mu.Unlock()
-	if l.deadline != nil {
-		l.deadline.Stop()
-	}
+	l.deadline.Stop()
 }
 
 // decPerIP lowers a source's count of unauthenticated connections; t.mu held.
