@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weft-vpn/weft/internal/dataplane"
 	"github.com/weft-vpn/weft/internal/mesh"
 	"github.com/weft-vpn/weft/internal/session"
 	"github.com/weft-vpn/weft/internal/underlay"
@@ -31,15 +32,15 @@ import (
 
 const (
 	// sealedHeaderLen is the msgSealed envelope: type, TTL, destination node.
-	sealedHeaderLen = 2 + 8
+	sealedHeaderLen = dataplane.EnvelopeLen
 	// routedHsHeaderLen is the msgRoutedHandshake envelope: type, TTL, destination and source node.
 	routedHsHeaderLen = 2 + 8 + 8
 	// e2eExtra is the headroom an e2e-sealed message needs besides one session header: the envelope
 	// and the e2e session header.
-	e2eExtra = sealedHeaderLen + session.DataHeaderLen
+	e2eExtra = dataplane.E2EExtra
 	// msgOffset is where an inner message starts in an outbound buffer: room for the hop session
 	// header, the envelope and the e2e session header in front of it.
-	msgOffset = e2eExtra + session.DataHeaderLen
+	msgOffset = dataplane.MsgOffset
 	// e2eQueueMax bounds the messages that wait for an e2e session, per destination.
 	e2eQueueMax = 32
 )
@@ -293,8 +294,8 @@ func (n *Node) receiveSealed(from *peer, pkt, pt []byte) []byte {
 		}
 		// The IP packet sits at pkt[DataHeaderLen+e2eExtra+ipHeaderLen:]; the TUN batch wants it at
 		// tunOffset of the buffer it is given.
-		if length, ok := n.deliverIP(origin, inner[ipHeaderLen:]); ok {
-			return pkt[e2eExtra : e2eExtra+tunOffset+length]
+		if length, ok := n.plane.Deliver(origin, inner[ipHeaderLen:]); ok {
+			return pkt[e2eExtra : e2eExtra+dataplane.TUNWriteOffset+length]
 		}
 	case msgKCP:
 		n.deliverKCP(origin, inner)

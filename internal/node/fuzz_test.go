@@ -46,7 +46,7 @@ func FuzzNodeReceive(f *testing.F) {
 		}
 		raw := make([]byte, len(in), underlay.MaxPacket)
 		copy(raw, in)
-		b.n.handlePackets([]underlay.Packet{{Data: raw, From: link}})
+		b.n.plane.Receive([]underlay.Packet{{Data: raw, From: link}})
 		if len(in) > 0 && in[0] != msgRefused { // a refusal legitimately ends the session
 			kp := pb.cur.Load()
 			if kp == nil {
@@ -58,7 +58,7 @@ func FuzzNodeReceive(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b.n.handlePackets([]underlay.Packet{{Data: pkt, From: link}})
+			b.n.plane.Receive([]underlay.Packet{{Data: pkt, From: link}})
 		}
 		if n := b.n.hs.len(); n > maxPending {
 			t.Fatalf("%d handshakes in flight, over the cap of %d", n, maxPending)

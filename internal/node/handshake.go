@@ -49,32 +49,8 @@ func (ph *pendingHandshake) routedOK(from underlay.Link) bool {
 	return !routed || ph.want == 0 || rl.dst == ph.want
 }
 
-// handlePackets is the underlay Handler: it demultiplexes every packet of one read by type, collects the
-// IP packets for this node and writes them to the TUN in one batch (which lets the TUN coalesce TCP
-// segments, GRO, before they enter the kernel).
-func (n *Node) handlePackets(pkts []underlay.Packet) {
-	bp := n.tunBatches.Get().(*[][]byte)
-	batch := (*bp)[:0]
-	for _, p := range pkts {
-		if out := n.handlePacket(p.Data, p.From); out != nil {
-			batch = append(batch, out)
-		}
-	}
-	if len(batch) > 0 {
-		if _, err := n.dev.Write(batch, tunOffset); err != nil && !isClosed(err) {
-			n.drops.inc("tun_write")
-		}
-	}
-	if n.proxy != nil {
-		n.proxy.FlushInput() // the ACKs this batch's KCP segments owe, one batch per flow
-	}
-	clear(batch)
-	*bp = batch[:0]
-	n.tunBatches.Put(bp)
-}
-
-// handlePacket handles one underlay packet. It returns the buffer to write to the TUN (the IP packet at
-// tunOffset) when the packet carried one for this node, else nil.
+// handlePacket handles one underlay packet (the plane's Demux). It returns the buffer to write to the
+// TUN (the IP packet at dataplane.TUNWriteOffset) when the packet carried one for this node, else nil.
 func (n *Node) handlePacket(pkt []byte, from underlay.Link) []byte {
 	typ, ok := session.PacketType(pkt)
 	if !ok {

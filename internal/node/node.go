@@ -2,7 +2,8 @@
 // direct peers, the link-state mesh and the local control API.
 //
 // Goroutines and their owners (all started and waited for by Run):
-//   - tunLoop: reads IP packets from the TUN and sends each to the next hop of its destination (dataplane.go)
+//   - the data plane (internal/dataplane): reads IP packets from the TUN and sends each to the next hop of
+//     its destination; the underlay readers hand it every datagram (data.go opens them)
 //   - the underlay's reader goroutines: hand every received packet to handlePacket (handshake or data)
 //   - timerLoop: keepalives, dead-peer detection, rekeying, handshake timeouts, announce refresh (peer.go)
 //   - one dialer per --peer: keeps a session to that address, retrying with capped backoff (handshake.go)
@@ -29,6 +30,7 @@ import (
 
 	"github.com/weft-vpn/weft/internal/config"
 	"github.com/weft-vpn/weft/internal/control"
+	"github.com/weft-vpn/weft/internal/dataplane"
 	"github.com/weft-vpn/weft/internal/lanfw"
 	"github.com/weft-vpn/weft/internal/mesh"
 	"github.com/weft-vpn/weft/internal/proxy"
@@ -115,6 +117,8 @@ type Node struct {
 	certs *certMode
 
 	dev       tun.Device
+	local     dataplane.Local // what this node owns: its virtual IP and exposed subnets
+	plane     *dataplane.Plane
 	tr        *underlay.Transport
 	proxy     *proxy.Proxy              // nil when this node neither proxies nor accepts proxied flows
 	proxyable func(dst netip.Addr) bool // wantsProxyTo, as a value made once
@@ -151,15 +155,13 @@ type Node struct {
 	uncertAt  map[session.NodeID]time.Time // last warning about an uncertified announcement, per neighbour
 	fullAt    map[session.NodeID]time.Time // last warning about a full announcement database, per neighbour
 
-	traffic   sync.Map // session.NodeID -> *counters, traffic this node originates or terminates
+	traffic   sync.Map // session.NodeID -> *dataplane.Counters, traffic this node originates or terminates
 	dialAddrs sync.Map // config.URI -> netip.Addr, the last address each --peer resolved to
 	drops     dropCounters
 	// Owned by the timer goroutine: when reached limits were last logged, and their counts then.
 	limitsLogged time.Time
 	limitsSeen   map[string]uint64
-	// tunBatches holds *[][]byte scratch slices for the TUN writes of one underlay read.
-	tunBatches sync.Pool
-	metrics    *prometheus.Registry
+	metrics      *prometheus.Registry
 
 	ctx context.Context
 	wg  sync.WaitGroup
@@ -186,6 +188,7 @@ func New(opts Options) (*Node, error) {
 		hs:           newHandshakeTable(),
 		recomputeReq: make(chan struct{}, 1),
 		warnings:     make(map[string]string),
+		local:        dataplane.Local{IP: opts.Config.IPv4.Addr(), Subnets: opts.Config.Subnet},
 	}
 	return n, nil
 }
@@ -297,8 +300,15 @@ func (n *Node) Run(ctx context.Context) error {
 		defer n.proxy.Close()
 	}
 
-	n.tunBatches.New = func() any { b := make([][]byte, 0, 128); return &b }
-	n.tr = underlay.New(n.handlePackets, n.log)
+	n.plane, err = dataplane.New(dataplane.Config{
+		Dev: n.dev, Local: n.local, Table: n.table.Load, Sealer: sealer{n}, Proxy: n.proxyOutbound,
+		Demux: n.handlePacket, AfterReceive: n.afterReceive, Traffic: n.trafficOf, Drop: n.drops.inc,
+		Spoofed: n.warnSpoofed,
+	})
+	if err != nil {
+		return err
+	}
+	n.tr = underlay.New(n.plane.Receive, n.log)
 	n.tr.SetCounter(n.drops.inc) // limits on unauthenticated TCP connections, counted with the drops
 	defer n.tr.Close()
 	for _, u := range cfg.Listen {
@@ -314,7 +324,11 @@ func (n *Node) Run(ctx context.Context) error {
 	n.reannounce()
 
 	errc := make(chan error, 4)
-	n.goFn(func() { n.tunLoop(errc) })
+	n.goFn(func() {
+		if err := n.plane.Run(n.ctx); err != nil {
+			errc <- err
+		}
+	})
 	n.goFn(n.timerLoop)
 	n.goFn(n.recomputeLoop)
 	for _, p := range cfg.Peer {
@@ -356,7 +370,7 @@ func (n *Node) Run(ctx context.Context) error {
 	cancel()
 	n.log.Info("weft node shutting down")
 	n.tr.Close()
-	n.dev.Close() // unblocks tunLoop
+	n.dev.Close() // unblocks the plane
 	n.wg.Wait()
 	return runErr
 }

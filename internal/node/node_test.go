@@ -16,6 +16,7 @@ import (
 
 	"github.com/weft-vpn/weft/internal/config"
 	"github.com/weft-vpn/weft/internal/control"
+	"github.com/weft-vpn/weft/internal/dataplane"
 	"github.com/weft-vpn/weft/internal/session"
 	"github.com/weft-vpn/weft/internal/tun"
 )
@@ -442,7 +443,7 @@ func TestSourceValidation(t *testing.T) {
 		ip := udpPacket(src, "10.1.0.2", []byte("spoofed"))
 		buf := make([]byte, session.DataHeaderLen+ipHeaderLen+len(ip), session.Overhead+ipHeaderLen+len(ip))
 		buf[session.DataHeaderLen], buf[session.DataHeaderLen+1] = msgIP, defaultTTL
-		copy(buf[tunOffset:], ip)
+		copy(buf[dataplane.TUNWriteOffset:], ip)
 		if !c.n.sealAndSend(pb, buf, ipHeaderLen+len(ip)) {
 			t.Fatal("c could not send on its session with b")
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weft-vpn/weft/internal/control"
+	"github.com/weft-vpn/weft/internal/dataplane"
 	"github.com/weft-vpn/weft/internal/mesh"
 	"github.com/weft-vpn/weft/internal/session"
 )
@@ -198,7 +199,7 @@ func (b backend) Peers() []control.Peer {
 			}
 		}
 		c := n.trafficOf(info.ID)
-		cp.RxBytes, cp.TxBytes = c.rxBytes.Load(), c.txBytes.Load()
+		cp.RxBytes, cp.TxBytes = c.RxBytes.Load(), c.TxBytes.Load()
 		out = append(out, cp)
 	}
 	return out
@@ -261,12 +262,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		names[info.ID] = info.Hostname
 	}
 	n.traffic.Range(func(k, v any) bool {
-		id, cn := k.(session.NodeID), v.(*counters)
+		id, cn := k.(session.NodeID), v.(*dataplane.Counters)
 		lv := []string{id.String(), names[id]}
-		ch <- prometheus.MustNewConstMetric(descPeerRx, prometheus.CounterValue, float64(cn.rxBytes.Load()), lv...)
-		ch <- prometheus.MustNewConstMetric(descPeerTx, prometheus.CounterValue, float64(cn.txBytes.Load()), lv...)
-		ch <- prometheus.MustNewConstMetric(descPeerRxPkts, prometheus.CounterValue, float64(cn.rxPackets.Load()), lv...)
-		ch <- prometheus.MustNewConstMetric(descPeerTxPkts, prometheus.CounterValue, float64(cn.txPackets.Load()), lv...)
+		ch <- prometheus.MustNewConstMetric(descPeerRx, prometheus.CounterValue, float64(cn.RxBytes.Load()), lv...)
+		ch <- prometheus.MustNewConstMetric(descPeerTx, prometheus.CounterValue, float64(cn.TxBytes.Load()), lv...)
+		ch <- prometheus.MustNewConstMetric(descPeerRxPkts, prometheus.CounterValue, float64(cn.RxPackets.Load()), lv...)
+		ch <- prometheus.MustNewConstMetric(descPeerTxPkts, prometheus.CounterValue, float64(cn.TxPackets.Load()), lv...)
 		return true
 	})
 	direct := 0

@@ -8,21 +8,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weft-vpn/weft/internal/dataplane"
 	"github.com/weft-vpn/weft/internal/session"
 	"github.com/weft-vpn/weft/internal/underlay"
 )
 
-// counters are byte and packet totals, updated on the data path without locks.
-type counters struct {
-	rxBytes, txBytes, rxPackets, txPackets atomic.Uint64
-}
-
-func (n *Node) trafficOf(id session.NodeID) *counters {
+// trafficOf returns the traffic counters of node id (created on first use).
+func (n *Node) trafficOf(id session.NodeID) *dataplane.Counters {
 	if c, ok := n.traffic.Load(id); ok {
-		return c.(*counters)
+		return c.(*dataplane.Counters)
 	}
-	c, _ := n.traffic.LoadOrStore(id, new(counters))
-	return c.(*counters)
+	c, _ := n.traffic.LoadOrStore(id, new(dataplane.Counters))
+	return c.(*dataplane.Counters)
 }
 
 // keyEntry maps a local session index to its keypair and peer.

@@ -48,9 +48,9 @@ func TestPruneForgetsDeadPeers(t *testing.T) {
 	p := &peer{id: dead}
 	p.lastRecv.Store(now.Add(-forgetPeerAfter - time.Second).UnixNano())
 	a.n.peerTab.add(p)
-	a.n.trafficOf(dead).rxBytes.Add(1)
-	a.n.trafficOf(stranger).rxBytes.Add(1)
-	a.n.trafficOf(b.n.self).rxBytes.Add(1)
+	a.n.trafficOf(dead).RxBytes.Add(1)
+	a.n.trafficOf(stranger).RxBytes.Add(1)
+	a.n.trafficOf(b.n.self).RxBytes.Add(1)
 
 	a.n.prune(now)
 	deadKept, liveKept := a.n.peerTab.get(dead) != nil, a.n.peerTab.get(b.n.self) != nil

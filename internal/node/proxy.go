@@ -3,7 +3,7 @@ package node
 // The node's side of the transparent TCP proxy (internal/proxy owns the flows, the netstack and the
 // KCP conversations; DESIGN.md, "The transparent TCP proxy").
 //
-//	TUN read -> tunLoop -> sendIP -> proxyOutbound -> proxy.Outbound (owned flow, or a SYN that
+//	TUN read -> dataplane.Plane.Run -> Outbound -> proxyOutbound -> proxy.Outbound (owned flow, or a SYN that
 //	            wantsProxyTo accepts) -> netstack
 //	netstack -> proxy -> writeProxyPackets: one batched TUN write
 //	proxy segments -> sendSegments: msgKCP header + sealTo in place per segment (the direct session, or
@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/weft-vpn/weft/internal/dataplane"
 	"github.com/weft-vpn/weft/internal/mesh"
 	"github.com/weft-vpn/weft/internal/proxy"
 	"github.com/weft-vpn/weft/internal/session"
@@ -73,7 +74,7 @@ func (n *Node) proxyRoute(dst netip.Addr) (session.NodeID, bool) {
 // owns reports whether addr belongs to node by the routing table (the proxy re-originates a flow only
 // from an address the opening node owns); a refusal is counted and warned about.
 func (n *Node) owns(node session.NodeID, addr netip.Addr) bool {
-	if !n.isLocal(addr) {
+	if !n.local.Owns(addr) {
 		if r, ok := n.table.Load().Lookup(addr); ok && r.Node == node {
 			return true
 		}
@@ -122,7 +123,7 @@ func (n *Node) proxyOutbound(ip []byte) bool {
 // They are sealed in place and leave in one SendBatch.
 func (n *Node) sendSegments(dst session.NodeID, bufs [][]byte, headroom int) error {
 	tab := n.table.Load()
-	var out outBatch
+	var out dataplane.Batch
 	var bytes uint64
 	for _, buf := range bufs {
 		seg := len(buf) - headroom
@@ -138,13 +139,17 @@ func (n *Node) sendSegments(dst session.NodeID, bufs [][]byte, headroom int) err
 		if pkt == nil {
 			return errors.New("no route to node " + dst.String())
 		}
-		out.add(n, link, pkt)
+		if out.Add(link, pkt) != nil {
+			n.drops.inc("send")
+		}
 		bytes += uint64(seg)
 	}
-	out.flush(n)
+	if out.Flush() != nil {
+		n.drops.inc("send")
+	}
 	c := n.trafficOf(dst)
-	c.txBytes.Add(bytes)
-	c.txPackets.Add(uint64(len(bufs)))
+	c.TxBytes.Add(bytes)
+	c.TxPackets.Add(uint64(len(bufs)))
 	return nil
 }
 
@@ -176,8 +181,8 @@ func (n *Node) deliverKCP(origin session.NodeID, pt []byte) {
 		return
 	}
 	c := n.trafficOf(src)
-	c.rxBytes.Add(uint64(len(pt) - kcpHeaderLen))
-	c.rxPackets.Add(1)
+	c.RxBytes.Add(uint64(len(pt) - kcpHeaderLen))
+	c.RxPackets.Add(1)
 	n.proxy.Deliver(src, pt[kcpHeaderLen:])
 }
 

@@ -27,10 +27,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+
+	"github.com/weft-vpn/weft/internal/dataplane"
 )
 
 const (
-	msgIP       = 1
+	msgIP       = dataplane.MsgIP
 	msgPing     = 2
 	msgPong     = 3
 	msgAnnounce = 4
@@ -41,11 +43,11 @@ const (
 	msgRoutedHandshake = 8
 )
 
-// ipHeaderLen is the inner header in front of a relayed IP packet: type and TTL.
-const ipHeaderLen = 2
+// ipHeaderLen is the inner header in front of an IP packet: type and TTL.
+const ipHeaderLen = dataplane.InnerHeaderLen
 
-// defaultTTL bounds how many sessions an IP packet may cross; it only matters while routes converge.
-const defaultTTL = 16
+// defaultTTL bounds how many sessions an inner message may cross; it only matters while routes converge.
+const defaultTTL = dataplane.DefaultTTL
 
 const pingLen = 1 + 4 + 8
 
