@@ -44,6 +44,8 @@ type Config struct {
 
 	Listen []URI // --listen: local underlay listeners
 	Peer   []URI // --peer: peers to dial; hosts may be DNS names
+	// NoPunch turns NAT traversal off (--no-punch): nodes reached through relays stay relayed.
+	NoPunch bool
 
 	Control       string // --control: unix socket of the local API
 	StateDir      string // --state-dir: persistent state (node identity)

@@ -69,6 +69,8 @@ func settings() []setting {
 			func(l *layer) *[]URI { return &l.Listen }),
 		list(uriCodec(), "peer", "connect to a peer at this udp:// or tcp:// address (host may be a DNS name)",
 			func(l *layer) *[]URI { return &l.Peer }),
+		scalar(boolCodec(), "no-punch", "do not try to reach nodes behind NATs directly (hole punching); traffic to nodes without a direct session stays relayed",
+			func(l *layer) *bool { return &l.NoPunch }),
 		scalar(stringCodec(), "control", "unix socket `PATH` of the local API used by weft status/peers/routes",
 			func(l *layer) *string { return &l.Control }).withDefault(defaultControl("<dev>")),
 		scalar(stringCodec(), "state-dir", "`DIR` for persistent state such as the node identity",

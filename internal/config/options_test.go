@@ -28,6 +28,7 @@ var sampleTOML = map[string]struct{ toml, text string }{
 	"mtu":                 {`1500`, "1500"},
 	"listen":              {`["tcp://0.0.0.0:1", "udp://[::]:3"]`, "tcp://0.0.0.0:1,udp://[::]:3"},
 	"peer":                {`["udp://192.0.2.1:2"]`, "udp://192.0.2.1:2"},
+	"no_punch":            {`true`, "true"},
 	"control":             {`"/tmp/x.sock"`, "/tmp/x.sock"},
 	"state_dir":           {`"/tmp/x"`, "/tmp/x"},
 	"log_level":           {`"warn"`, "warn"},

@@ -48,6 +48,9 @@ func FieldDocs() []TypeDoc {
 			{"warnings", "array of string", "Problems the node detected that need attention (e.g. a duplicate virtual IP); [] when none."},
 			{"drops", "object of integer", `Dropped packets by reason ("malformed", "decrypt", "replay", "no_route", "unknown_session", "psk_mismatch", "ttl_exceeded", ...); {} when none.`},
 			{"uptime_s", "number", "Seconds since the node started."},
+			{"nat", "string", `The NAT in front of this node, from what its peers see: "public" (no NAT), "cone" (the same public mapping towards every peer), "symmetric" (a mapping per peer), or "unknown" (fewer than two peers report it).`},
+			{"endpoints", "array of string", "The UDP endpoints this node announces for NAT traversal: its listeners' local addresses, then the public mappings its peers see; [] when none."},
+			{"punch", "boolean", "Whether this node punches through NATs to nodes it has no direct session with (false with --no-punch)."},
 			{"proxy", "object", "The transparent TCP proxy over KCP: its settings and counters (see ProxyStatus)."},
 		}},
 		{Name: "ProxyStatus", Endpoint: "GET /v1/status", Field: "proxy", Fields: []FieldDoc{
@@ -75,6 +78,11 @@ func FieldDocs() []TypeDoc {
 			{"rx_bytes", "integer", "Bytes received from the peer."},
 			{"tx_bytes", "integer", "Bytes sent to the peer."},
 			{"last_handshake", "string or null", "When the last handshake with the peer completed (RFC 3339); null when relayed or never."},
+			{"path", "string", `The path to the peer: "direct", "relayed" (through NextHop), "punching" (relayed, an attempt to go direct under way), or "relayed, no endpoints" (the peer announced none).`},
+			{"candidates", "array of string", "The UDP endpoints the peer announced (its candidates for NAT traversal); [] when none."},
+			{"punch_attempts", "integer", "Attempts to punch through to the peer since it became known."},
+			{"punch_failures", "integer", "Failed punch attempts in a row; after 5, one attempt a minute at most."},
+			{"time_to_direct_ms", "number", "How long the last move from relayed to direct took, in milliseconds; 0 when it never happened."},
 		}},
 		{Name: "Route", Endpoint: "GET /v1/routes", Array: true, Fields: []FieldDoc{
 			{"prefix", "string", `The destination prefix, e.g. "10.144.144.2/32" or "192.168.1.0/24".`},

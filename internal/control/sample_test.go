@@ -30,6 +30,9 @@ func sampleStatus() Status {
 		Proxy: ProxyStatus{Mode: "kcp", Input: "allow", FlowsActive: 4, FlowsOpened: 1289, FlowsRefused: 3,
 			FlowsReset: 17, KCPBytesTx: 734003200, KCPBytesRx: 52428800, KCPRetransmits: 211,
 			KCPConversations: 5, KCPConversationsRefused: 0},
+		NAT:       "cone",
+		Endpoints: []string{"192.168.1.20:11010", "198.51.100.7:40123"},
+		Punch:     true,
 	}
 }
 
@@ -39,13 +42,15 @@ func samplePeers() []Peer {
 	// Deliberately out of order: .10 must sort after .3 (numeric, not textual).
 	return []Peer{
 		{Hostname: "delta", NodeID: "0a1b2c3d4e5f6071", IPv4: "10.144.144.10", Direct: false,
-			NextHop: "10.144.144.2", Tunnel: "relay", LatencyMS: 41.25, RxBytes: 0, TxBytes: 1536},
+			NextHop: "10.144.144.2", Tunnel: "relay", LatencyMS: 41.25, RxBytes: 0, TxBytes: 1536,
+			Path: "relayed", Candidates: []string{"10.0.7.2:11010", "203.0.113.99:51820"}, PunchAttempts: 6, PunchFailures: 6},
 		{Hostname: "beta", NodeID: "7c1e2d3f4a5b6c7d", IPv4: "10.144.144.2", Direct: true,
 			Endpoint: "203.0.113.7:11010", NextHop: "10.144.144.2", Tunnel: "udp", LatencyMS: 0.42,
-			RxBytes: 123456789, TxBytes: 987654, LastHandshake: &hs},
+			RxBytes: 123456789, TxBytes: 987654, LastHandshake: &hs,
+			Path: "direct", Candidates: []string{"203.0.113.7:11010"}, PunchAttempts: 1, TimeToDirectMS: 412.5},
 		{Hostname: "gamma", NodeID: "5d6e7f8091a2b3c4", IPv4: "10.144.144.3", Direct: true,
 			Endpoint: "198.51.100.20:443", NextHop: "10.144.144.3", Tunnel: "tcp", LatencyMS: 12.5,
-			RxBytes: 512, TxBytes: 4 << 30, LastHandshake: &old},
+			RxBytes: 512, TxBytes: 4 << 30, LastHandshake: &old, Path: "direct", Candidates: []string{}},
 	}
 }
 

@@ -44,6 +44,12 @@ func WriteStatus(w io.Writer, s Status) error {
 	t.row("version:", s.Version)
 	t.row("uptime:", formatDuration(time.Duration(s.UptimeS*float64(time.Second))))
 	t.row("proxy:", formatProxyStatus(s.Proxy))
+	nat := s.NAT
+	if !s.Punch {
+		nat += ", punching off (--no-punch)"
+	}
+	t.row("nat:", nat)
+	t.list("endpoints:", s.Endpoints)
 	t.list("warnings:", s.Warnings)
 	t.list("drops:", formatDrops(s.Drops))
 	return t.flush("status")
@@ -57,12 +63,25 @@ func WritePeers(w io.Writer, ps []Peer, now time.Time) error {
 		return cmp.Or(compareAddr(a.IPv4, b.IPv4), cmp.Compare(a.NodeID, b.NodeID))
 	})
 	t := newTable(w)
-	t.row("HOSTNAME", "NODE_ID", "IPV4", "TUNNEL", "ENDPOINT", "NEXT_HOP", "LATENCY", "RX", "TX", "LAST_HANDSHAKE")
+	t.row("HOSTNAME", "NODE_ID", "IPV4", "TUNNEL", "ENDPOINT", "NEXT_HOP", "LATENCY", "RX", "TX", "LAST_HANDSHAKE",
+		"PATH", "PUNCH", "TO_DIRECT", "CANDIDATES")
 	for _, p := range ps {
 		t.row(p.Hostname, p.NodeID, p.IPv4, p.Tunnel, p.Endpoint, p.NextHop, formatLatency(p.LatencyMS),
-			formatBytes(p.RxBytes), formatBytes(p.TxBytes), formatAge(p.LastHandshake, now))
+			formatBytes(p.RxBytes), formatBytes(p.TxBytes), formatAge(p.LastHandshake, now),
+			p.Path, formatPunch(p.PunchAttempts, p.PunchFailures), formatLatency(p.TimeToDirectMS), strings.Join(p.Candidates, ","))
 	}
 	return t.flush("peers")
+}
+
+// formatPunch shows punch attempts and the failures in a row among them, e.g. "3 (2 failed)".
+func formatPunch(attempts, failures int) string {
+	switch {
+	case attempts == 0:
+		return empty
+	case failures == 0:
+		return strconv.Itoa(attempts)
+	}
+	return fmt.Sprintf("%d (%d failed)", attempts, failures)
 }
 
 // WriteRoutes writes one aligned row per route, sorted by prefix (address, then length).

@@ -117,7 +117,7 @@ func TestEmptyTablesHaveHeaders(t *testing.T) {
 		write func(*bytes.Buffer) error
 		want  string
 	}{
-		{"peers", func(b *bytes.Buffer) error { return WritePeers(b, nil, sampleNow) }, "HOSTNAME  NODE_ID  IPV4  TUNNEL  ENDPOINT  NEXT_HOP  LATENCY  RX  TX  LAST_HANDSHAKE\n"},
+		{"peers", func(b *bytes.Buffer) error { return WritePeers(b, nil, sampleNow) }, "HOSTNAME  NODE_ID  IPV4  TUNNEL  ENDPOINT  NEXT_HOP  LATENCY  RX  TX  LAST_HANDSHAKE  PATH  PUNCH  TO_DIRECT  CANDIDATES\n"},
 		{"routes", func(b *bytes.Buffer) error { return WriteRoutes(b, nil) }, "PREFIX  HOSTNAME  NODE_ID  NEXT_HOP  HOPS  COST  PROXY\n"},
 		{"proxy", func(b *bytes.Buffer) error { return WriteProxy(b, nil) }, "SRC  DST  SIDE  TRANSPORT  STATE  UP  DOWN  AGE  PEER\n"},
 		{"status", func(b *bytes.Buffer) error { return WriteStatus(b, Status{}) }, "warnings:   -\ndrops:      -\n"},

@@ -31,6 +31,12 @@ type Status struct {
 	Drops map[string]uint64 `json:"drops"`
 	// Seconds since the node started.
 	UptimeS float64 `json:"uptime_s"`
+	// The NAT in front of this node, from what its peers see: "public" (no NAT), "cone" (the same public mapping towards every peer), "symmetric" (a mapping per peer), or "unknown" (fewer than two peers report it).
+	NAT string `json:"nat"`
+	// The UDP endpoints this node announces for NAT traversal: its listeners' local addresses, then the public mappings its peers see; [] when none.
+	Endpoints []string `json:"endpoints"`
+	// Whether this node punches through NATs to nodes it has no direct session with (false with --no-punch).
+	Punch bool `json:"punch"`
 	// The transparent TCP proxy over KCP: its settings and counters (see ProxyStatus).
 	Proxy ProxyStatus `json:"proxy"`
 }
@@ -103,6 +109,16 @@ type Peer struct {
 	TxBytes uint64 `json:"tx_bytes"`
 	// When the last handshake with the peer completed (RFC 3339); null when relayed or never.
 	LastHandshake *time.Time `json:"last_handshake"`
+	// The path to the peer: "direct", "relayed" (through NextHop), "punching" (relayed, an attempt to go direct under way), or "relayed, no endpoints" (the peer announced none).
+	Path string `json:"path"`
+	// The UDP endpoints the peer announced (its candidates for NAT traversal); [] when none.
+	Candidates []string `json:"candidates"`
+	// Attempts to punch through to the peer since it became known.
+	PunchAttempts int `json:"punch_attempts"`
+	// Failed punch attempts in a row; after 5, one attempt a minute at most.
+	PunchFailures int `json:"punch_failures"`
+	// How long the last move from relayed to direct took, in milliseconds; 0 when it never happened.
+	TimeToDirectMS float64 `json:"time_to_direct_ms"`
 }
 
 // Route is one element of the answer to GET /v1/routes, printed by `weft routes`: one per remote prefix.

@@ -57,6 +57,9 @@ type Announce struct {
 	// Cert is the origin's certificate in certificate mode (cert package encoding), empty otherwise.
 	// DecodeAnnounce checks only its size; a node in certificate mode verifies it (cert.Checker).
 	Cert []byte
+	// Endpoints are the UDP addresses the origin may be reached at directly, for NAT traversal: its
+	// listeners' local addresses and the public mappings its peers observed (at most MaxEndpoints).
+	Endpoints []netip.AddrPort
 	// SigningKey is the origin's signing public key (set by Sign, checked by DecodeAnnounce).
 	SigningKey [session.SigningKeyLen]byte
 
@@ -64,11 +67,13 @@ type Announce struct {
 }
 
 const (
-	announceVersion = 3 // 2: signed; 3: with the origin's certificate
+	announceVersion = 4 // 2: signed; 3: with the origin's certificate; 4: with its endpoints
 	maxCert         = 4096
 	maxHostname     = 255
 	maxSubnets      = 255
 	maxNeighbors    = 4096
+	// MaxEndpoints bounds the endpoints of one Announce.
+	MaxEndpoints    = 16
 	flagProxyIn     = 1
 	flagSubnetProxy = 1
 )
@@ -87,7 +92,8 @@ var (
 //
 //	version u8 | origin u64 | seq u64 | flags u8 | ipv4 [4] | prefix len u8 | hostname len u8 | hostname |
 //	subnet count u8 | { addr [4] | len u8 | flags u8 } ... | neighbour count u16 | { id u64 | cost u32 } ... |
-//	certificate len u16 | certificate | signing key [32] | Ed25519 signature [64] of everything before it
+//	certificate len u16 | certificate | endpoint count u8 | { addr [4] | port u16 } ... |
+//	signing key [32] | Ed25519 signature [64] of everything before it
 func (a *Announce) Sign(s *session.Signer) error {
 	if s.NodeID() != a.Origin {
 		return fmt.Errorf("sign announce of node %v with the key of node %v", a.Origin, s.NodeID())
@@ -109,9 +115,10 @@ func (a *Announce) Wire() []byte { return a.wire }
 
 // appendBody appends the encoding of a up to (not including) its signing key.
 func (a *Announce) appendBody(b []byte) ([]byte, error) {
-	if len(a.Hostname) > maxHostname || len(a.Subnets) > maxSubnets || len(a.Neighbors) > maxNeighbors || len(a.Cert) > maxCert {
-		return b, fmt.Errorf("announce too large: hostname %d bytes, %d subnets, %d neighbours, certificate %d bytes",
-			len(a.Hostname), len(a.Subnets), len(a.Neighbors), len(a.Cert))
+	if len(a.Hostname) > maxHostname || len(a.Subnets) > maxSubnets || len(a.Neighbors) > maxNeighbors || len(a.Cert) > maxCert ||
+		len(a.Endpoints) > MaxEndpoints {
+		return b, fmt.Errorf("announce too large: hostname %d bytes, %d subnets, %d neighbours, certificate %d bytes, %d endpoints",
+			len(a.Hostname), len(a.Subnets), len(a.Neighbors), len(a.Cert), len(a.Endpoints))
 	}
 	if !a.IPv4.Addr().Is4() {
 		return b, fmt.Errorf("announce: virtual address %v is not IPv4", a.IPv4)
@@ -149,7 +156,17 @@ func (a *Announce) appendBody(b []byte) ([]byte, error) {
 		b = binary.BigEndian.AppendUint32(b, n.CostUS)
 	}
 	b = binary.BigEndian.AppendUint16(b, uint16(len(a.Cert)))
-	return append(b, a.Cert...), nil
+	b = append(b, a.Cert...)
+	b = append(b, byte(len(a.Endpoints)))
+	for _, e := range a.Endpoints {
+		if !e.Addr().Is4() {
+			return b, fmt.Errorf("announce: endpoint %v is not IPv4", e)
+		}
+		ea := e.Addr().As4()
+		b = append(b, ea[:]...)
+		b = binary.BigEndian.AppendUint16(b, e.Port())
+	}
+	return b, nil
 }
 
 // reader is a bounds-checked cursor over a byte slice; after the first short read every read returns
@@ -240,6 +257,14 @@ func DecodeAnnounce(b []byte) (Announce, error) {
 		return Announce{}, fmt.Errorf("%w: certificate of %d bytes", ErrMalformedAnnounce, nc)
 	} else if nc > 0 {
 		a.Cert = bytes.Clone(r.take(nc))
+	}
+	ne := int(r.u8())
+	if ne > MaxEndpoints {
+		return Announce{}, fmt.Errorf("%w: %d endpoints", ErrMalformedAnnounce, ne)
+	}
+	for i := 0; i < ne && !r.bad; i++ {
+		ea := r.addr4()
+		a.Endpoints = append(a.Endpoints, netip.AddrPortFrom(ea, r.u16()))
 	}
 	if k := r.take(session.SigningKeyLen); k != nil {
 		a.SigningKey = [session.SigningKeyLen]byte(k)

@@ -35,6 +35,7 @@ func TestAnnounceRoundTrip(t *testing.T) {
 		ProxyIn:   true,
 		Subnets:   []Subnet{{Prefix: netip.MustParsePrefix("192.168.50.0/24"), Proxy: false}, {Prefix: netip.MustParsePrefix("10.9.0.0/16"), Proxy: true}},
 		Neighbors: []Neighbor{{ID: 7, CostUS: 1500}, {ID: 9, CostUS: 20000}},
+		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.168.1.20:11010"), netip.MustParseAddrPort("203.0.113.9:40123")},
 	}
 	if err := a.Sign(s); err != nil {
 		t.Fatal(err)
@@ -241,5 +242,20 @@ func BenchmarkLookup(b *testing.B) {
 		if _, ok := tab.Lookup(dsts[i&1]); !ok {
 			b.Fatal("miss")
 		}
+	}
+}
+
+func TestAnnounceEndpointLimits(t *testing.T) {
+	s := signer(t)
+	a := Announce{Origin: s.NodeID(), Seq: 1, IPv4: netip.MustParsePrefix("10.144.144.1/24")}
+	for i := range MaxEndpoints + 1 {
+		a.Endpoints = append(a.Endpoints, netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 11010))
+	}
+	if err := a.Sign(s); err == nil {
+		t.Fatalf("signed an announce with %d endpoints (limit %d)", len(a.Endpoints), MaxEndpoints)
+	}
+	a.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::1]:11010")}
+	if err := a.Sign(s); err == nil {
+		t.Fatal("signed an announce with an IPv6 endpoint")
 	}
 }

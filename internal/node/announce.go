@@ -36,6 +36,7 @@ func (n *Node) ownAnnounce() mesh.Announce {
 		ProxyIn:  !n.cfg.NoProxyInput,
 		Cert:     n.ownCert(),
 	}
+	a.Endpoints = n.ownEndpoints(time.Now())
 	for _, s := range n.cfg.Subnet {
 		a.Subnets = append(a.Subnets, mesh.Subnet{Prefix: s, Proxy: !n.cfg.NoProxyInput && !n.cfg.KernelForwardOnly})
 	}

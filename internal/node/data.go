@@ -154,6 +154,8 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 		n.receiveRoutedHandshake(p, pkt, pt)
 	case msgRefused:
 		n.receiveRefused(p, pt[1:min(len(pt), 513)])
+	case msgObserved:
+		n.receiveObserved(p, pt)
 	default:
 		n.drops.inc("malformed")
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/weft-vpn/weft/internal/lanfw"
 	"github.com/weft-vpn/weft/internal/mesh"
 	"github.com/weft-vpn/weft/internal/proxy"
+	"github.com/weft-vpn/weft/internal/punch"
 	"github.com/weft-vpn/weft/internal/session"
 	"github.com/weft-vpn/weft/internal/tun"
 	"github.com/weft-vpn/weft/internal/underlay"
@@ -123,6 +124,15 @@ type Node struct {
 	proxy     *proxy.Proxy              // nil when this node neither proxies nor accepts proxied flows
 	proxyable func(dst netip.Addr) bool // wantsProxyTo, as a value made once
 	listeners []string
+	udpListen []netip.AddrPort // the UDP listeners' bound addresses (nat.go)
+
+	// NAT traversal (nat.go): the path state machine (nil with --no-punch), what peers report about this
+	// node's address, and its local endpoints (cached).
+	punch     *punch.Puncher
+	observed  punch.Observations
+	natMu     sync.Mutex
+	localEP   []netip.AddrPort
+	localEPAt time.Time
 
 	db    *mesh.DB
 	table atomic.Pointer[mesh.Table]
@@ -317,8 +327,16 @@ func (n *Node) Run(ctx context.Context) error {
 			return fmt.Errorf("%w: is another program using that port? choose another --listen", err)
 		}
 		n.listeners = append(n.listeners, bound.String())
+		if bound.Scheme == "udp" {
+			if a, err := netip.ParseAddr(bound.Host); err == nil {
+				n.udpListen = append(n.udpListen, netip.AddrPortFrom(a.Unmap(), bound.Port))
+			}
+		}
 	}
 
+	if !cfg.NoPunch {
+		n.punch = punch.New(punch.Config{})
+	}
 	n.metrics = prometheus.NewRegistry()
 	n.metrics.MustRegister(&collector{n: n})
 	n.reannounce()

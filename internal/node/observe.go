@@ -6,6 +6,7 @@ package node
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/weft-vpn/weft/internal/control"
 	"github.com/weft-vpn/weft/internal/dataplane"
 	"github.com/weft-vpn/weft/internal/mesh"
+	"github.com/weft-vpn/weft/internal/punch"
 	"github.com/weft-vpn/weft/internal/session"
 )
 
@@ -120,7 +122,18 @@ func (b backend) Status() control.Status {
 		Drops:       n.drops.snapshot(),
 		UptimeS:     time.Since(n.started).Seconds(),
 		Proxy:       b.proxyStatus(),
+		NAT:         n.natType(),
+		Endpoints:   addrPortStrings(n.ownEndpoints(time.Now())),
+		Punch:       n.punch != nil,
 	}
+}
+
+func addrPortStrings(aps []netip.AddrPort) []string {
+	out := make([]string, 0, len(aps))
+	for _, a := range aps {
+		out = append(out, a.String())
+	}
+	return out
 }
 
 func (b backend) proxyStatus() control.ProxyStatus {
@@ -200,6 +213,24 @@ func (b backend) Peers() []control.Peer {
 		}
 		c := n.trafficOf(info.ID)
 		cp.RxBytes, cp.TxBytes = c.RxBytes.Load(), c.TxBytes.Load()
+		cp.Candidates = []string{}
+		if a, ok := n.db.Get(info.ID); ok {
+			cp.Candidates = addrPortStrings(a.Endpoints)
+		}
+		switch path, ok := n.punchPath(info.ID); {
+		case cp.Direct:
+			cp.Path = "direct"
+		case len(cp.Candidates) == 0:
+			cp.Path = "relayed, no endpoints"
+		case ok && path.State == punch.Punching:
+			cp.Path = "punching"
+		default:
+			cp.Path = "relayed"
+		}
+		if path, ok := n.punchPath(info.ID); ok {
+			cp.PunchAttempts, cp.PunchFailures = path.Attempts, path.Failures
+			cp.TimeToDirectMS = float64(path.TimeToDirect.Microseconds()) / 1000
+		}
 		out = append(out, cp)
 	}
 	return out

@@ -51,7 +51,8 @@ type peer struct {
 	// for a ping this node sent, and its round trip is measured on this node's clock.
 	pingsSent [4]sentPing
 	rekeying  bool
-	costUS    uint32 // cost last announced, for hysteresis
+	observed  time.Time // when this node last told the peer its observed address (nat.go)
+	costUS    uint32    // cost last announced, for hysteresis
 	down      chan struct{}
 }
 
@@ -102,6 +103,7 @@ func (n *Node) establish(kp *session.Keypair, link underlay.Link, peerHello []by
 	} else {
 		n.log.Debug("session rekeyed", "peer", id.String())
 	}
+	n.sendObserved(p)
 	// Every new session gets the whole database: after a restart of the other end (which looks like a
 	// rekey from here) it knows nothing, and without our own announcement it has no route back.
 	n.sendDatabase(p)
@@ -135,6 +137,7 @@ func (n *Node) timerLoop() {
 			n.tickAnnounce(now)
 			n.tickCert(now)
 			n.tickE2E(now)
+			n.tickPunch(now)
 			n.logLimits(now)
 			if now.Sub(lastPrune) >= pruneEvery {
 				lastPrune = now
@@ -146,11 +149,12 @@ func (n *Node) timerLoop() {
 
 func (n *Node) tickPeers(now time.Time) {
 	type action struct {
-		p     *peer
-		dead  bool
-		ping  bool
-		rekey bool
-		seq   uint32
+		p       *peer
+		dead    bool
+		ping    bool
+		rekey   bool
+		observe bool
+		seq     uint32
 	}
 	var acts []action
 	n.peerTab.each(func(p *peer) {
@@ -158,6 +162,10 @@ func (n *Node) tickPeers(now time.Time) {
 			return
 		}
 		a := action{p: p}
+		if now.Sub(p.observed) >= observeEvery {
+			p.observed = now
+			a.observe = true
+		}
 		if now.Sub(time.Unix(0, p.lastRecv.Load())) > n.timers.DeadPeerTimeout || linkClosed(p.sendLink()) {
 			a.dead = true
 		} else {
@@ -187,6 +195,9 @@ func (n *Node) tickPeers(now time.Time) {
 			if a.ping {
 				var b [pingLen]byte
 				n.sendControl(a.p, appendPing(b[:0], msgPing, a.seq, now.UnixNano()))
+			}
+			if a.observe {
+				n.sendObserved(a.p)
 			}
 			if a.rekey {
 				if l := a.p.sendLink(); l != nil {
