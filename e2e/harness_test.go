@@ -46,7 +46,7 @@ func runMain(m *testing.M) int {
 	if os.Geteuid() == 0 {
 		// A missing tool would surface as a misleading failure ("no ping reply"); name it instead.
 		var missing []string
-		for _, tool := range []string{"ip", "nft", "ping", "nc", "socat", "redis-server", "ethtool", "curl", "ss", "sysctl"} {
+		for _, tool := range []string{"ip", "nft", "ping", "nc", "socat", "redis-server", "ethtool", "curl", "ss", "sysctl", "conntrack"} {
 			if _, err := exec.LookPath(tool); err != nil {
 				missing = append(missing, tool)
 			}

@@ -18,6 +18,7 @@ have curl         || need+=(curl)
 have ss           || need+=(iproute2)
 have sysctl       || need+=(procps)
 have pkill        || need+=(procps)
+have conntrack    || need+=(conntrack)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

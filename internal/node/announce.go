@@ -17,13 +17,16 @@ import (
 )
 
 // costChanged reports whether a measured cost moved enough to be re-announced (hysteresis: more than a
-// fifth and more than a millisecond), so routes do not flap on jitter.
+// fifth and more than 250 µs), so routes do not flap on jitter. The cost is a windowed minimum of the
+// round trips (peer.costRTTUS), which jitter little; a threshold as large as the hop penalty (1 ms)
+// would trap a link whose first sample was slow: announced at 1.01 ms and measuring 0.05 ms after, it
+// would stay more expensive than a two-hop path through a relay for good.
 func costChanged(old, cur uint32) bool {
 	d := int64(cur) - int64(old)
 	if d < 0 {
 		d = -d
 	}
-	return d > 1000 && d*5 > int64(old)
+	return d > 250 && d*5 > int64(old)
 }
 
 // ownAnnounce builds this node's Announce from its live peers. Caller holds annMu.
@@ -44,7 +47,7 @@ func (n *Node) ownAnnounce() mesh.Announce {
 		if !p.alive {
 			return
 		}
-		cost := uint32(min(p.rttUS.Load(), 1<<30))
+		cost := uint32(min(p.costRTTUS.Load(), 1<<30))
 		if p.costUS == 0 || costChanged(p.costUS, cost) {
 			p.costUS = max(cost, 1)
 		}
@@ -86,7 +89,7 @@ func (n *Node) tickAnnounce(now time.Time) {
 	due := now.Sub(n.annFlooded) >= mesh.RefreshInterval
 	if !due {
 		n.peerTab.eachRead(func(p *peer) {
-			if p.alive && p.costUS != 0 && costChanged(p.costUS, uint32(min(p.rttUS.Load(), 1<<30))) {
+			if p.alive && p.costUS != 0 && costChanged(p.costUS, uint32(min(p.costRTTUS.Load(), 1<<30))) {
 				due = true
 			}
 		})
@@ -149,6 +152,7 @@ func (n *Node) receiveAnnounce(from *peer, b []byte) {
 		return
 	}
 	stored, full := n.db.Update(a, time.Now())
+	n.log.Debug("announcement", "origin", a.Origin.String(), "seq", a.Seq, "neighbours", len(a.Neighbors), "stored", stored, "from", from.id.String())
 	if full {
 		n.drops.inc("announce_db_full")
 		if n.warnDue(&n.fullAt, from.id) {

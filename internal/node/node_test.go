@@ -308,11 +308,13 @@ func TestCostHysteresis(t *testing.T) {
 		old, cur uint32
 		want     bool
 	}{
-		{1000, 1500, false},   // 0.5 ms: jitter
+		{1000, 1200, false},   // 20 %: jitter
+		{60, 250, false},      // under 250 µs of change
 		{20000, 23000, false}, // 15 %
 		{20000, 26000, true},  // 30 % and 6 ms
 		{1, 5000, true},       // first real measurement
-		{500, 1400, false},    // under a millisecond of change
+		{1010, 50, true},      // a slow first sample, then the real path: must not stay announced
+		{500, 1400, true},
 	}
 	for _, c := range cases {
 		if got := costChanged(c.old, c.cur); got != c.want {

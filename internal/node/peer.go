@@ -39,7 +39,11 @@ type peer struct {
 	lastRecv      atomic.Int64 // unix nanos of the last authenticated packet
 	lastHandshake atomic.Int64 // unix nanos, 0 = never
 	rttUS         atomic.Int64 // smoothed round-trip time, microseconds; 0 = not measured yet
-	handshakes    atomic.Uint64
+	// costRTTUS is the smallest of the last rttWindow round trips, microseconds: the link's cost in
+	// announcements. A minimum follows the path, not the load: one slow pong on a busy machine (the
+	// first one of a punched path, say) does not make a direct link look worse than a relay.
+	costRTTUS  atomic.Int64
+	handshakes atomic.Uint64
 
 	// Guarded by the peer table's lock (peertable.go).
 	hello    hello
@@ -50,10 +54,13 @@ type peer struct {
 	// pingsSent holds when the last pings left, by sequence number mod its length: a pong counts only
 	// for a ping this node sent, and its round trip is measured on this node's clock.
 	pingsSent [4]sentPing
-	rekeying  bool
-	observed  time.Time // when this node last told the peer its observed address (nat.go)
-	costUS    uint32    // cost last announced, for hysteresis
-	down      chan struct{}
+	// rtts are the last round trips (µs), by pong count mod rttWindow: costRTTUS is their minimum.
+	rtts     [rttWindow]int64
+	nRTTs    int
+	rekeying bool
+	observed time.Time // when this node last told the peer its observed address (nat.go)
+	costUS   uint32    // cost last announced, for hysteresis
+	down     chan struct{}
 }
 
 func (p *peer) sendLink() underlay.Link {
@@ -271,6 +278,7 @@ func (n *Node) onPong(p *peer, seq uint32) {
 	} else {
 		p.rttUS.Store(old + (us-old)/8)
 	}
+	p.costRTTUS.Store(n.peerTab.addRTT(p, us))
 }
 
 // endpointString is the underlay address of a peer's current link.

@@ -123,6 +123,9 @@ func (t *peerTable) install(kp *session.Keypair, link underlay.Link, h hello, no
 	if !wasAlive {
 		p.down = make(chan struct{})
 		p.lastPing = time.Time{}
+		p.nRTTs = 0 // a new path (after a NAT rebinding, say): measure it afresh
+		p.rttUS.Store(0)
+		p.costRTTUS.Store(0)
 	}
 	return p, wasAlive
 }
@@ -174,6 +177,22 @@ func (t *peerTable) pongFor(p *peer, seq uint32) (time.Time, bool) {
 	at := s.at
 	s.at = time.Time{}
 	return at, true
+}
+
+// rttWindow is how many round trips the link cost is the minimum of (one a second: the last 8 s).
+const rttWindow = 8
+
+// addRTT records one round trip of p and returns the smallest of the last rttWindow.
+func (t *peerTable) addRTT(p *peer, us int64) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p.rtts[p.nRTTs%rttWindow] = us
+	p.nRTTs++
+	m := us
+	for _, r := range p.rtts[:min(p.nRTTs, rttWindow)] {
+		m = min(m, r)
+	}
+	return m
 }
 
 // hostname returns the hostname p gave in its last handshake.

@@ -97,13 +97,14 @@ type Path struct {
 	Attempts, Failures int
 	// Rounds counts the handshake rounds sent (each to every endpoint).
 	Rounds int
-	// TimeToDirect is how long the last upgrade took, from relayed with endpoints known to direct; 0
-	// when it never happened.
+	// TimeToDirect is how long the last upgrade took, from known through relays (or the direct session
+	// lost) to direct, whichever side's handshake made it; 0 when it never happened.
 	TimeToDirect time.Duration
 	// NextAttempt is when the next attempt starts (relayed only).
 	NextAttempt time.Time
 
 	relayedSince time.Time // start of the relayed stretch TimeToDirect is measured from
+	wasRelayed   bool      // the node was reached through relays before it was direct
 	attemptStart time.Time
 	nextRound    time.Time
 }
@@ -131,7 +132,7 @@ func (p *Puncher) Tick(now time.Time, targets []Target) []Send {
 		seen[t.Node] = true
 		st := p.paths[t.Node]
 		if st == nil {
-			st = &Path{relayedSince: now, NextAttempt: now}
+			st = &Path{relayedSince: now, NextAttempt: now, wasRelayed: !t.Direct}
 			if t.Direct {
 				st.State = Direct
 			}
@@ -145,7 +146,7 @@ func (p *Puncher) Tick(now time.Time, targets []Target) []Send {
 		}
 		if t.Direct {
 			if st.State != Direct {
-				if st.Attempts > 0 {
+				if st.wasRelayed {
 					st.TimeToDirect = now.Sub(st.relayedSince)
 				}
 				st.State, st.Failures = Direct, 0
@@ -153,7 +154,7 @@ func (p *Puncher) Tick(now time.Time, targets []Target) []Send {
 			continue
 		}
 		if st.State == Direct { // lost: the mapping may be gone, try again at once
-			st.State, st.relayedSince, st.NextAttempt = Relayed, now, now
+			st.State, st.relayedSince, st.NextAttempt, st.wasRelayed = Relayed, now, now, true
 		}
 		if len(st.Endpoints) == 0 {
 			st.State = Relayed
