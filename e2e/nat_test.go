@@ -250,6 +250,16 @@ func punchRun(t *testing.T, aProfile, bProfile string, checkTraffic bool) time.D
 			t.Errorf("weft peers: a for b: path %q, %d punch attempts, time to direct %.1f ms; b for a: %q, %d, %.1f ms",
 				pa.Path, pa.PunchAttempts, pa.TimeToDirectMS, pb.Path, pb.PunchAttempts, pb.TimeToDirectMS)
 		}
+		// The same in the metrics.
+		metrics, err := hostCmd("curl", "-s", "--unix-socket", b.sock, "http://weft/metrics")
+		if err != nil {
+			t.Fatalf("b's metrics: %v", err)
+		}
+		for _, want := range []string{`weft_peer_punch_attempts_total{hostname="a"`, `weft_peer_time_to_direct_seconds{hostname="a"`, `weft_nat_type{type="`} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("b's /metrics lacks %s", want)
+			}
+		}
 	}
 	return d
 }

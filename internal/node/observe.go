@@ -276,11 +276,15 @@ var (
 	descDrops       = prometheus.NewDesc("weft_dropped_packets_total", "Packets dropped, by reason.", []string{"reason"}, nil)
 	descReachable   = prometheus.NewDesc("weft_nodes_reachable", "Nodes reachable through the mesh, this one excluded.", nil, nil)
 	descDirectPeers = prometheus.NewDesc("weft_direct_peers", "Direct peers with a live session.", nil, nil)
+	descPunch       = prometheus.NewDesc("weft_peer_punch_attempts_total", "NAT traversal attempts towards a node.", []string{"node_id", "hostname"}, nil)
+	descPunchFailed = prometheus.NewDesc("weft_peer_punch_failures", "Failed NAT traversal attempts towards a node in a row.", []string{"node_id", "hostname"}, nil)
+	descToDirect    = prometheus.NewDesc("weft_peer_time_to_direct_seconds", "How long the last move of a node from relayed to direct took.", []string{"node_id", "hostname"}, nil)
+	descNAT         = prometheus.NewDesc("weft_nat_type", "The NAT in front of this node, from its peers' reports (1 for the type in the label).", []string{"type"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPeerRx, descPeerTx, descPeerRxPkts, descPeerTxPkts, descHandshakes,
-		descPeerLatency, descDrops, descReachable, descDirectPeers} {
+		descPeerLatency, descDrops, descReachable, descDirectPeers, descPunch, descPunchFailed, descToDirect, descNAT} {
 		ch <- d
 	}
 }
@@ -319,6 +323,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descReachable, prometheus.GaugeValue, float64(len(names)))
 	ch <- prometheus.MustNewConstMetric(descDirectPeers, prometheus.GaugeValue, float64(direct))
+	for id, name := range names {
+		if path, ok := n.punchPath(id); ok {
+			lv := []string{id.String(), name}
+			ch <- prometheus.MustNewConstMetric(descPunch, prometheus.CounterValue, float64(path.Attempts), lv...)
+			ch <- prometheus.MustNewConstMetric(descPunchFailed, prometheus.GaugeValue, float64(path.Failures), lv...)
+			ch <- prometheus.MustNewConstMetric(descToDirect, prometheus.GaugeValue, path.TimeToDirect.Seconds(), lv...)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descNAT, prometheus.GaugeValue, 1, n.natType())
 }
 
 var _ control.Backend = backend{}
