@@ -384,6 +384,14 @@ func TestNATFailover(t *testing.T) {
 		t.Fatalf("the pushed flow is not listed by a's proxy: %+v", fs)
 	}
 	flowed := flowUp(t, a)
+	// On the punched path the proxy keeps the addresses as on any other: b's server sees a's virtual IP
+	// as the client, and b's proxy re-originated the flow.
+	if ss := l.b.Run(t, "ss", "-tnH", "state", "established", "( sport = :7900 )"); !strings.Contains(ss, a.ip.String()+":") {
+		t.Errorf("b's server socket does not see a's virtual IP %s as the client:\n%s", a.ip, ss)
+	}
+	if fs := b.proxyFlows(); len(fs) != 1 || !strings.HasPrefix(fs[0].Src, a.ip.String()+":") {
+		t.Errorf("b's proxy flows %+v, want the one flow from %s", fs, a.ip)
+	}
 
 	// Everything between a's router and b's is dropped; the relay stays reachable for both.
 	block := fmt.Sprintf("table ip natblock {\n chain f { type filter hook forward priority -10; policy accept;\n"+
