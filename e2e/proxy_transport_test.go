@@ -456,10 +456,12 @@ func TestProxyThousandFlows(t *testing.T) {
 	if !ok || !strings.HasPrefix(out, fmt.Sprintf("ok %d flows", thousandFlows)) {
 		now := b.status().Proxy
 		t.Fatalf("%d concurrent flows of %d bytes at %d%% loss each way, after %v:\n%s\n"+
-			"beta's proxy meanwhile: %d flows opened, %d refused, %d reset, %d active; %d bytes sent, %d received over KCP\n%s",
+			"beta's proxy meanwhile: %d flows opened, %d refused, %d reset, %d active; %d bytes sent, %d received over KCP\n"+
+			"drops (netstack's included): alpha %v, beta %v\n%s",
 			thousandFlows, thousandBytes, thousandLoss/10, took.Round(time.Millisecond), out,
 			now.FlowsOpened-before.b.FlowsOpened, now.FlowsRefused-before.b.FlowsRefused, now.FlowsReset-before.b.FlowsReset,
-			now.FlowsActive, now.KCPBytesTx-before.b.KCPBytesTx, now.KCPBytesRx-before.b.KCPBytesRx, snapshot)
+			now.FlowsActive, now.KCPBytesTx-before.b.KCPBytesTx, now.KCPBytesRx-before.b.KCPBytesRx,
+			a.status().Drops, b.status().Drops, snapshot)
 	}
 	checkProxied(t, a, b, before, thousandFlows, thousandFlows*thousandBytes)
 	if got := b.status().Proxy.KCPBytesRx - before.b.KCPBytesRx; got < thousandFlows*thousandBytes {
@@ -467,6 +469,7 @@ func TestProxyThousandFlows(t *testing.T) {
 	}
 	t.Logf("%d x %d bytes echoed intact at %d%% loss each way in %v (%.0f Mbit/s each way)", thousandFlows, thousandBytes,
 		thousandLoss/10, took.Round(time.Millisecond), float64(thousandFlows*thousandBytes)*8/took.Seconds()/1e6)
+	t.Logf("drops (netstack's included): alpha %v, beta %v", a.status().Drops, b.status().Drops)
 
 	emptied := tablesEmpty(60 * time.Second)
 	t.Logf("proxy tables empty on both nodes %v after the last flow", emptied.Round(time.Second))

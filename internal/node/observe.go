@@ -119,7 +119,7 @@ func (b backend) Status() control.Status {
 		Listeners:   n.listeners,
 		Version:     n.version,
 		Warnings:    warnings,
-		Drops:       n.drops.snapshot(),
+		Drops:       b.drops(),
 		UptimeS:     time.Since(n.started).Seconds(),
 		Proxy:       b.proxyStatus(),
 		NAT:         n.natType(),
@@ -134,6 +134,21 @@ func addrPortStrings(aps []netip.AddrPort) []string {
 		out = append(out, a.String())
 	}
 	return out
+}
+
+// drops are the node's drop counters and, with a proxy, netstack's (prefixed "netstack_").
+func (b backend) drops() map[string]uint64 {
+	m := b.n.drops.snapshot()
+	if p := b.n.proxy; p != nil {
+		ns := p.Counters().Netstack
+		for k, v := range map[string]uint64{"netstack_queue_full": ns.QueueFull, "netstack_tcp_timeouts": ns.Timeouts,
+			"netstack_segments_dropped": ns.SegmentsDropped} {
+			if v != 0 {
+				m[k] = v
+			}
+		}
+	}
+	return m
 }
 
 func (b backend) proxyStatus() control.ProxyStatus {

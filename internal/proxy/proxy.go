@@ -96,6 +96,7 @@ func (f *Flow) State() string { return f.state.Load().(string) }
 type Counters struct {
 	Opened, Refused, Reset uint64
 	Transport              Stats
+	Netstack               NetstackCounters
 }
 
 // Proxy is the node's transparent TCP proxy.
@@ -196,7 +197,8 @@ func (p *Proxy) Flows() []*Flow { return p.stack.flows.records() }
 
 // Counters returns the proxy's counters.
 func (p *Proxy) Counters() Counters {
-	return Counters{Opened: p.opened.Load(), Refused: p.refused.Load(), Reset: p.reset.Load(), Transport: p.tr.Stats()}
+	return Counters{Opened: p.opened.Load(), Refused: p.refused.Load(), Reset: p.reset.Load(), Transport: p.tr.Stats(),
+		Netstack: p.stack.Counters()}
 }
 
 // forward handles a new flow on the source node: ask the destination node, then complete or refuse

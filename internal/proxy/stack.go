@@ -237,6 +237,28 @@ func (s *Stack) Inject(pkt []byte) {
 	pb.DecRef()
 }
 
+// NetstackCounters are netstack's own counters of what it could not carry: what a proxied flow that
+// slows down or stalls on this node is to be diagnosed with.
+type NetstackCounters struct {
+	// QueueFull: packets netstack emitted towards the TUN and dropped because its output queue was full
+	// (TCP retransmits data, but a lost window update waits for the kernel peer's probe).
+	QueueFull uint64
+	// Timeouts: TCP retransmission timeouts of netstack's connections.
+	Timeouts uint64
+	// SegmentsDropped: packets netstack dropped at the transport layer.
+	SegmentsDropped uint64
+}
+
+// Counters returns netstack's counters.
+func (s *Stack) Counters() NetstackCounters {
+	st := s.st.Stats()
+	return NetstackCounters{
+		QueueFull:       st.NICs.TxPacketsDroppedNoBufferSpace.Value(),
+		Timeouts:        st.TCP.Timeouts.Value(),
+		SegmentsDropped: st.DroppedPackets.Value(),
+	}
+}
+
 // Flows lists the flows netstack owns now, oldest first.
 func (s *Stack) Flows() []FlowState {
 	return s.flows.list()
