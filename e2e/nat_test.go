@@ -133,7 +133,8 @@ func newNATLab(t *testing.T, aProfile, bProfile string, udpTimeout time.Duration
 	l.ra, l.a, l.raWAN = home("a", "ra", 0, 1, aProfile)
 	l.rb, l.b, l.rbWAN = home("b", "rb", 1, 2, bProfile)
 	l.relayAddr = "udp://" + natRelayIP.String() + ":11010"
-	l.relayNode = startNode(t, l.relay, "relay", nodeOpts{ip: "10.144.144.1/24"})
+	// The relay listens on a second port too, so the nodes behind NATs can tell how they map.
+	l.relayNode = startNode(t, l.relay, "relay", nodeOpts{ip: "10.144.144.1/24", listen: []string{"udp://0.0.0.0:11010", "udp://0.0.0.0:11011"}})
 	return l
 }
 
@@ -461,4 +462,22 @@ func flowUp(t *testing.T, n *weftNode) uint64 {
 		t.Fatalf("%s's proxy lists %d flows, want 1: %+v", n.name, len(fs), fs)
 	}
 	return fs[0].BytesUp
+}
+
+// TestNATTypeFromSecondPort: with only the relay to ask, a node learns its NAT type from the relay's
+// two ports: the same mapping for both behind a port-restricted cone, two mappings behind a symmetric
+// NAT, its own address when public.
+func TestNATTypeFromSecondPort(t *testing.T) {
+	for _, c := range []struct{ profile, want string }{
+		{natPortRestricted, "cone"}, {natFullCone, "cone"}, {natSymmetric, "symmetric"}, {"public", "public"},
+	} {
+		t.Run(c.profile, func(t *testing.T) {
+			l := newNATLab(t, c.profile, "", 0)
+			a := l.startBehind(t, l.a, "a", "10.144.144.2/24")
+			var st control.Status
+			netlab.Eventually(t, 10*time.Second, func() bool { st = a.status(); return st.NAT == c.want },
+				"behind a %s NAT with only the relay as peer: NAT type %q, want %q", c.profile, a.status().NAT, c.want)
+			t.Logf("%s: %s, endpoints %v", c.profile, st.NAT, st.Endpoints)
+		})
+	}
 }

@@ -156,6 +156,10 @@ func (n *Node) handleData(pkt []byte, from underlay.Link) []byte {
 		n.receiveRefused(p, pt[1:min(len(pt), 513)])
 	case msgObserved:
 		n.receiveObserved(p, pt)
+	case msgProbeReq:
+		n.receiveProbeReq(p, pt)
+	case msgProbed:
+		n.receiveProbed(p, pt)
 	default:
 		n.drops.inc("malformed")
 	}

@@ -68,6 +68,8 @@ func (n *Node) handlePacket(pkt []byte, from underlay.Link) []byte {
 		n.handleFinal(pkt, from)
 	case session.TypeCookieReply:
 		n.handleCookie(pkt, from)
+	case session.TypeProbe:
+		n.handleProbe(pkt, from)
 	default:
 		n.drops.inc("malformed")
 	}

@@ -17,6 +17,7 @@ package node
 //	           proxied flows are keyed by node, not by path, so neither is reset.
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"net/netip"
 	"slices"
@@ -26,6 +27,7 @@ import (
 	"github.com/weft-vpn/weft/internal/punch"
 	"github.com/weft-vpn/weft/internal/session"
 	"github.com/weft-vpn/weft/internal/tun"
+	"github.com/weft-vpn/weft/internal/underlay"
 )
 
 // msgObserved: | 9 | ipv4 [4] | port u16 |: the address the sender sees the receiver's packets come from.
@@ -134,8 +136,9 @@ func (n *Node) natType() string {
 	return n.observed.Classify(n.localEndpoints(now), lans, now)
 }
 
-// tickPunch runs the path state machine and sends the handshakes it asks for.
+// tickPunch runs the mapping probes and the path state machine, and sends the handshakes it asks for.
 func (n *Node) tickPunch(now time.Time) {
+	n.tickProbes(now)
 	if n.punch == nil {
 		return
 	}
@@ -175,4 +178,163 @@ func (n *Node) punchPath(id session.NodeID) (punch.Path, bool) {
 		return punch.Path{}, false
 	}
 	return n.punch.Path(id)
+}
+
+// Mapping probes: a node with two UDP listeners (a public node, say on 11010 and 11011) lets the nodes
+// it has sessions with see how their NAT maps. X asks P in their session to watch for a token
+// (msgProbeReq), then sends a bare probe packet with that token from its listening socket to P's other
+// port; P answers in the session with where the probe came from (msgProbed). A cone NAT gives the same
+// mapping as for P's first port, a symmetric one another: two observers from one public node. The
+// probe itself proves nothing and costs P one map lookup; only X's session learns the answer.
+//
+//	msgProbeReq | 10 | token [8] |
+//	msgProbed   | 11 | token [8] | ipv4 [4] | port u16 |
+const (
+	msgProbeReq   = 10
+	msgProbed     = 11
+	probeReqLen   = 1 + 8
+	probedLen     = 1 + 8 + 4 + 2
+	probeEvery    = time.Minute
+	probeTTL      = 5 * time.Second
+	probeTokenMax = 1024 // tokens a node watches for at once (others' probes), and its own outstanding
+)
+
+// probeWatch is a token a peer asked this node to watch for.
+type probeWatch struct {
+	peer    session.NodeID
+	expires time.Time
+}
+
+// ownProbe is a probe this node sent.
+type ownProbe struct {
+	to      netip.AddrPort // the peer's second port the probe went to
+	expires time.Time
+}
+
+// tickProbes probes every live UDP peer not probed within probeEvery that announced an endpoint on the
+// address of the session with another port, and expires old tokens.
+func (n *Node) tickProbes(now time.Time) {
+	type job struct {
+		p  *peer
+		to netip.AddrPort
+	}
+	var jobs []job
+	for _, p := range n.peerTab.alive() {
+		l := p.sendLink()
+		if l == nil || l.Network() != "udp" {
+			continue
+		}
+		a, ok := n.db.Get(p.id)
+		if !ok {
+			continue
+		}
+		at := l.RemoteAddr()
+		for _, e := range a.Endpoints {
+			if e.Addr() == at.Addr().Unmap() && e.Port() != at.Port() {
+				jobs = append(jobs, job{p, e})
+				break
+			}
+		}
+	}
+	for _, j := range jobs {
+		n.natMu.Lock()
+		due := now.Sub(n.probedAt[j.p.id]) >= probeEvery && len(n.ownProbes) < probeTokenMax
+		var token [8]byte
+		if due {
+			n.probedAt[j.p.id] = now
+			rand.Read(token[:])
+			n.ownProbes[token] = ownProbe{to: j.to, expires: now.Add(probeTTL)}
+		}
+		n.natMu.Unlock()
+		if !due {
+			continue
+		}
+		n.sendControl(j.p, append([]byte{msgProbeReq}, token[:]...))
+		link, err := n.tr.Dial(n.ctx, "udp", j.to)
+		if err != nil {
+			continue
+		}
+		pkt := make([]byte, session.ProbeLen)
+		pkt[0] = session.TypeProbe
+		copy(pkt[4:], token[:])
+		// The request travels in the session, the probe beside it: let the request arrive first.
+		time.AfterFunc(50*time.Millisecond, func() { _ = link.Send(pkt) })
+	}
+	n.natMu.Lock()
+	for k, w := range n.probeWatch {
+		if now.After(w.expires) {
+			delete(n.probeWatch, k)
+		}
+	}
+	for k, o := range n.ownProbes {
+		if now.After(o.expires) {
+			delete(n.ownProbes, k)
+		}
+	}
+	n.natMu.Unlock()
+}
+
+// receiveProbeReq records a token peer p wants to be told about.
+func (n *Node) receiveProbeReq(p *peer, pt []byte) {
+	if len(pt) != probeReqLen {
+		n.drops.inc("malformed")
+		return
+	}
+	n.natMu.Lock()
+	defer n.natMu.Unlock()
+	if len(n.probeWatch) >= probeTokenMax {
+		return
+	}
+	n.probeWatch[[8]byte(pt[1:9])] = probeWatch{peer: p.id, expires: time.Now().Add(probeTTL)}
+}
+
+// handleProbe answers a probe packet whose token a peer gave this node, in that peer's session; any
+// other is dropped.
+func (n *Node) handleProbe(pkt []byte, from underlay.Link) {
+	if len(pkt) != session.ProbeLen || from.Network() != "udp" {
+		n.drops.inc("malformed")
+		return
+	}
+	token := [8]byte(pkt[4:12])
+	n.natMu.Lock()
+	w, ok := n.probeWatch[token]
+	delete(n.probeWatch, token)
+	n.natMu.Unlock()
+	src := from.RemoteAddr()
+	p := n.livePeer(w.peer)
+	if !ok || p == nil || !src.Addr().Unmap().Is4() {
+		n.drops.inc("unknown_session")
+		return
+	}
+	b := make([]byte, 0, probedLen)
+	b = append(append(b, msgProbed), token[:]...)
+	a := src.Addr().Unmap().As4()
+	b = append(b, a[:]...)
+	b = binary.BigEndian.AppendUint16(b, src.Port())
+	n.sendControl(p, b)
+}
+
+// receiveProbed takes a peer's answer to one of this node's probes: the mapping its NAT gave towards
+// the peer's other port.
+func (n *Node) receiveProbed(p *peer, pt []byte) {
+	if len(pt) != probedLen {
+		n.drops.inc("malformed")
+		return
+	}
+	token := [8]byte(pt[1:9])
+	n.natMu.Lock()
+	o, ok := n.ownProbes[token]
+	delete(n.ownProbes, token)
+	n.natMu.Unlock()
+	if !ok {
+		return
+	}
+	mapped := netip.AddrPortFrom(netip.AddrFrom4([4]byte(pt[9:13])), binary.BigEndian.Uint16(pt[13:]))
+	if !mapped.Addr().IsGlobalUnicast() || mapped.Port() == 0 {
+		return
+	}
+	if n.observed.Add(o.to, mapped, time.Now()) {
+		n.log.Info("public address seen by peers changed", "mapped", n.observed.Mapped(time.Now()), "nat", n.natType())
+		n.reannounce()
+	}
 }

@@ -133,6 +133,11 @@ type Node struct {
 	natMu     sync.Mutex
 	localEP   []netip.AddrPort
 	localEPAt time.Time
+	// Mapping probes (nat.go): when each peer was last probed, the probes this node sent, and the
+	// tokens peers asked it to watch for; guarded by natMu.
+	probedAt   map[session.NodeID]time.Time
+	ownProbes  map[[8]byte]ownProbe
+	probeWatch map[[8]byte]probeWatch
 
 	db    *mesh.DB
 	table atomic.Pointer[mesh.Table]
@@ -199,6 +204,9 @@ func New(opts Options) (*Node, error) {
 		recomputeReq: make(chan struct{}, 1),
 		warnings:     make(map[string]string),
 		local:        dataplane.Local{IP: opts.Config.IPv4.Addr(), Subnets: opts.Config.Subnet},
+		probedAt:     map[session.NodeID]time.Time{},
+		ownProbes:    map[[8]byte]ownProbe{},
+		probeWatch:   map[[8]byte]probeWatch{},
 	}
 	return n, nil
 }

@@ -12,6 +12,9 @@ package node
 //	msgSealed    | 7 | ttl u8 | dst node u64 | e2e data packet    a message in the end-to-end session of two
 //	                                                               nodes that are not direct peers (e2e.go)
 //	msgRoutedHandshake | 8 | ttl u8 | dst node u64 | src node u64 | handshake packet   that session's handshake
+//	msgObserved  | 9 | ipv4 [4] | port u16               the address the sender sees the receiver at (nat.go)
+//	msgProbeReq  | 10 | token [8]                        watch for a mapping probe with this token (nat.go)
+//	msgProbed    | 11 | token [8] | ipv4 [4] | port u16   where that probe came from
 //
 // Over a direct session a node sends only what it originates for that peer: msgIP and msgKCP are never
 // relayed; a relay forwards msgSealed and msgRoutedHandshake by destination node.

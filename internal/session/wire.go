@@ -8,6 +8,11 @@ const (
 	TypeHandshakeResp  = 2
 	TypeHandshakeFinal = 3
 	TypeData           = 4
+	// TypeProbe is a NAT mapping probe (not a session packet): type, 3 zero bytes, an 8-byte token the
+	// receiving node was given beforehand inside a session; ProbeLen bytes in all.
+	TypeProbe = 6
+	// ProbeLen is the length of a probe packet.
+	ProbeLen = 4 + 8
 )
 
 // Header sizes. Every header is the type byte, three reserved zero bytes,
@@ -18,6 +23,7 @@ const (
 //	type 3 | 3 0 0 0 | sender u32 | receiver u32 |                 noise msg 3
 //	type 4 | 4 0 0 0 | receiver u32 | counter u64 |                ciphertext + 16-byte tag
 //	type 5 | 5 0 0 0 | receiver u32 | cookie [16] | mac [16]        cookie reply (cookie.go)
+//	type 6 | 6 0 0 0 | token [8]                                    NAT mapping probe
 //
 // Type-1 packets on the wire end in a 16-byte mac2 trailer (cookie.go) that NewInitiator's message
 // does not have and Respond must not get: see WithMAC2 and SplitMAC2.
@@ -62,6 +68,8 @@ func headerLen(t uint8) int {
 		return DataHeaderLen
 	case TypeCookieReply:
 		return CookieReplyLen // fixed length: the whole packet (cookie.go)
+	case TypeProbe:
+		return ProbeLen
 	}
 	return 0
 }
