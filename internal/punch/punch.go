@@ -28,6 +28,9 @@ const (
 	DefaultInterval = 250 * time.Millisecond
 	DefaultRetry    = 5 * time.Second
 	DefaultMaxRetry = time.Minute
+	// DefaultMaxAttempts bounds the attempts under way at once: each round of one costs a handshake
+	// per endpoint, and each handshake a pending entry until it times out.
+	DefaultMaxAttempts = 16
 )
 
 // Config tunes a Puncher; zero fields take the defaults.
@@ -38,6 +41,8 @@ type Config struct {
 	Interval time.Duration
 	// Retry is the wait after the first failed attempt; it doubles with each failure up to MaxRetry.
 	Retry, MaxRetry time.Duration
+	// MaxAttempts is how many nodes are punched to at once; the others wait for a free place.
+	MaxAttempts int
 }
 
 func (c Config) withDefaults() Config {
@@ -50,6 +55,9 @@ func (c Config) withDefaults() Config {
 	def(&c.Interval, DefaultInterval)
 	def(&c.Retry, DefaultRetry)
 	def(&c.MaxRetry, DefaultMaxRetry)
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
 	return c
 }
 
@@ -128,6 +136,12 @@ func (p *Puncher) Tick(now time.Time, targets []Target) []Send {
 	defer p.mu.Unlock()
 	var out []Send
 	seen := make(map[session.NodeID]bool, len(targets))
+	punching := 0
+	for _, st := range p.paths {
+		if st.State == Punching {
+			punching++
+		}
+	}
 	for _, t := range targets {
 		seen[t.Node] = true
 		st := p.paths[t.Node]
@@ -160,9 +174,10 @@ func (p *Puncher) Tick(now time.Time, targets []Target) []Send {
 			st.State = Relayed
 			continue
 		}
-		if st.State == Relayed && !now.Before(st.NextAttempt) {
+		if st.State == Relayed && !now.Before(st.NextAttempt) && punching < p.cfg.MaxAttempts {
 			st.State, st.attemptStart, st.nextRound = Punching, now, now
 			st.Attempts++
+			punching++
 		}
 		if st.State != Punching {
 			continue
@@ -170,6 +185,7 @@ func (p *Puncher) Tick(now time.Time, targets []Target) []Send {
 		if now.Sub(st.attemptStart) >= p.cfg.Window {
 			st.Failures++
 			st.State = Relayed
+			punching--
 			st.NextAttempt = now.Add(p.backoff(st.Failures))
 			continue
 		}

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/weft-vpn/weft/internal/session"
 )
 
 var (
@@ -156,5 +158,36 @@ func TestClassify(t *testing.T) {
 	}
 	if got := o.Mapped(now.Add(ObservationTTL + time.Second)); len(got) != 0 {
 		t.Errorf("reports older than %v still count: %v", ObservationTTL, got)
+	}
+}
+
+// TestAttemptsBounded: with 100 nodes to punch to, at most MaxAttempts attempts run at once, and every
+// node still gets its turn.
+func TestAttemptsBounded(t *testing.T) {
+	p := New(Config{})
+	now := time.Unix(1000, 0)
+	var tg []Target
+	for i := range 100 {
+		tg = append(tg, Target{Node: session.NodeID(i + 1), Endpoints: []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 11010)}})
+	}
+	tried := map[session.NodeID]bool{}
+	for end := now.Add(2 * time.Minute); now.Before(end); now = now.Add(50 * time.Millisecond) {
+		nodes := map[session.NodeID]bool{}
+		for _, s := range p.Tick(now, tg) {
+			nodes[s.Node] = true
+			tried[s.Node] = true
+		}
+		punching := 0
+		for _, x := range tg {
+			if st, _ := p.Path(x.Node); st.State == Punching {
+				punching++
+			}
+		}
+		if punching > DefaultMaxAttempts || len(nodes) > DefaultMaxAttempts {
+			t.Fatalf("%d attempts under way, %d nodes sent to in one tick (bound %d)", punching, len(nodes), DefaultMaxAttempts)
+		}
+	}
+	if len(tried) != len(tg) {
+		t.Errorf("%d of %d nodes were punched to within 2 minutes", len(tried), len(tg))
 	}
 }
