@@ -220,9 +220,9 @@ func TestNATPunchCones(t *testing.T) {
 	}
 }
 
-// punchRun builds a fresh lab, starts a and b behind their routers, and returns how long after both
-// knew each other's route they went direct (failing the test when they do not within 15 s).
-func punchRun(t *testing.T, aProfile, bProfile string, checkTraffic bool) time.Duration {
+// punchPair builds a fresh lab, starts a and b behind their routers, and returns them with how long
+// after both knew each other's route they went direct (failing the test when they do not within 15 s).
+func punchPair(t *testing.T, aProfile, bProfile string) (*natLab, *weftNode, *weftNode, time.Duration) {
 	t.Helper()
 	l := newNATLab(t, aProfile, bProfile, 0)
 	a := l.startBehind(t, l.a, "a", "10.144.144.2/24")
@@ -230,9 +230,18 @@ func punchRun(t *testing.T, aProfile, bProfile string, checkTraffic bool) time.D
 	waitKnown(t, a, b)
 	d, ok := waitDirect(t, a, b, 15*time.Second)
 	if !ok {
-		t.Fatalf("%s x %s: not direct after %v: a sees b %+v; b sees a %+v\na: %+v\nb: %+v\na's routes %+v\nb's routes %+v\na's log:\n%s\nb's log:\n%s",
-			aProfile, bProfile, d, pathTo(a, b.ip), pathTo(b, a.ip), a.status(), b.status(), a.routes(), b.routes(), a.proc.Log(), b.proc.Log())
+		t.Fatalf("%s x %s: not direct after %v: a sees b %+v; b sees a %+v\na: %+v\nb: %+v\nroutes: a %+v, b %+v, relay %+v\na's log:\n%s\nb's log:\n%s",
+			aProfile, bProfile, d, pathTo(a, b.ip), pathTo(b, a.ip), a.status(), b.status(), a.routes(), b.routes(),
+			l.relayNode.routes(), a.proc.Log(), b.proc.Log())
 	}
+	return l, a, b, d
+}
+
+// punchRun is punchPair, then (with checkTraffic) a check that traffic takes the direct path and that
+// weft peers and the metrics tell it.
+func punchRun(t *testing.T, aProfile, bProfile string, checkTraffic bool) time.Duration {
+	t.Helper()
+	l, a, b, d := punchPair(t, aProfile, bProfile)
 	if checkTraffic {
 		// 100 pings in a second from a to b: through the relay they would be 200 more datagrams
 		// arriving at it; keepalives and announcements are a few a second.
@@ -275,15 +284,7 @@ func TestNATPunchSymmetric(t *testing.T) {
 		t.Run(pr[0]+"_x_"+pr[1], func(t *testing.T) {
 			var times []time.Duration
 			for range 3 {
-				l := newNATLab(t, pr[0], pr[1], 0)
-				a := l.startBehind(t, l.a, "a", "10.144.144.2/24")
-				b := l.startBehind(t, l.b, "b", "10.144.144.3/24")
-				waitKnown(t, a, b)
-				d, ok := waitDirect(t, a, b, 15*time.Second)
-				if !ok {
-					t.Fatalf("not direct after %v: a sees b %+v; b sees a %+v\na's routes %+v\nb's routes %+v\nrelay's routes %+v",
-						d, pathTo(a, b.ip), pathTo(b, a.ip), a.routes(), b.routes(), l.relayNode.routes())
-				}
+				l, a, b, d := punchPair(t, pr[0], pr[1])
 				times = append(times, d)
 				// a talks to b at the address b's packets to a came from: a mapping of its own, not the one
 				// the relay sees (peer-reflexive).
