@@ -37,6 +37,10 @@ func FuzzNodeReceive(f *testing.F) {
 		append([]byte{msgSealed, defaultTTL, 1, 2, 3, 4, 5, 6, 7, 8}, make([]byte, 40)...),
 		routedInit,
 		{session.TypeData, 0, 0, 0, 1, 2, 3, 4},
+		{msgObserved, 198, 51, 100, 7, 0x2b, 0x02},
+		{msgProbeReq, 1, 2, 3, 4, 5, 6, 7, 8},
+		{msgProbed, 1, 2, 3, 4, 5, 6, 7, 8, 198, 51, 100, 7, 0x2b, 0x02},
+		{session.TypeProbe, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8},
 	} {
 		f.Add(seed)
 	}
@@ -71,6 +75,12 @@ func FuzzNodeReceive(f *testing.F) {
 		b.n.e2e.mu.Unlock()
 		if e2ePeers > 1024 {
 			t.Fatalf("%d end-to-end peers from fuzzed input", e2ePeers)
+		}
+		b.n.natMu.Lock()
+		watched := len(b.n.probeWatch)
+		b.n.natMu.Unlock()
+		if watched > probePerPeer {
+			t.Fatalf("%d probe tokens watched for one peer, over the cap of %d", watched, probePerPeer)
 		}
 	})
 }

@@ -197,6 +197,7 @@ const (
 	probeEvery    = time.Minute
 	probeTTL      = 5 * time.Second
 	probeTokenMax = 1024 // tokens a node watches for at once (others' probes), and its own outstanding
+	probePerPeer  = 4    // tokens one peer may have this node watch for at once
 )
 
 // probeWatch is a token a peer asked this node to watch for.
@@ -271,6 +272,11 @@ func (n *Node) tickProbes(now time.Time) {
 			delete(n.ownProbes, k)
 		}
 	}
+	for id, at := range n.probedAt {
+		if now.Sub(at) > 2*probeEvery {
+			delete(n.probedAt, id) // peers gone: the map holds only the recently probed
+		}
+	}
 	n.natMu.Unlock()
 }
 
@@ -282,8 +288,14 @@ func (n *Node) receiveProbeReq(p *peer, pt []byte) {
 	}
 	n.natMu.Lock()
 	defer n.natMu.Unlock()
-	if len(n.probeWatch) >= probeTokenMax {
-		return
+	mine := 0
+	for _, w := range n.probeWatch {
+		if w.peer == p.id {
+			mine++
+		}
+	}
+	if len(n.probeWatch) >= probeTokenMax || mine >= probePerPeer {
+		return // a peer asking for more is not answered; the others are unaffected
 	}
 	n.probeWatch[[8]byte(pt[1:9])] = probeWatch{peer: p.id, expires: time.Now().Add(probeTTL)}
 }

@@ -5,7 +5,8 @@
 //   - the data plane (internal/dataplane): reads IP packets from the TUN and sends each to the next hop of
 //     its destination; the underlay readers hand it every datagram (data.go opens them)
 //   - the underlay's reader goroutines: hand every received packet to handlePacket (handshake or data)
-//   - timerLoop: keepalives, dead-peer detection, rekeying, handshake timeouts, announce refresh (peer.go)
+//   - timerLoop: keepalives, dead-peer detection, rekeying, handshake timeouts, announce refresh (peer.go),
+//     NAT traversal: mapping probes and punching (nat.go)
 //   - one dialer per --peer: keeps a session to that address, retrying with capped backoff (handshake.go)
 //   - the control server and, if asked for, the metrics server
 package node

@@ -63,3 +63,42 @@ func TestPruneForgetsDeadPeers(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeTokens: a peer can have at most probePerPeer tokens watched; a probe with a watched token is
+// answered once, in that peer's session, with the probe's source; an unknown token gets nothing.
+func TestProbeTokens(t *testing.T) {
+	b := startTestNode(t, "10.6.0.2", Timers{})
+	a := startTestNode(t, "10.6.0.1", Timers{}, b.port)
+	waitSession(t, a, b, "10.6.0.1", "10.6.0.2")
+	pa := b.n.livePeer(a.n.self)
+	if pa == nil {
+		t.Fatal("no session")
+	}
+	tok := func(i byte) []byte { return []byte{msgProbeReq, i, 2, 3, 4, 5, 6, 7, 8} }
+	for i := range byte(10) {
+		b.n.receiveProbeReq(pa, tok(i))
+	}
+	b.n.natMu.Lock()
+	watched := len(b.n.probeWatch)
+	b.n.natMu.Unlock()
+	if watched != probePerPeer {
+		t.Fatalf("%d tokens watched for one peer after 10 requests, want %d", watched, probePerPeer)
+	}
+	probe := func(i byte) []byte { return append([]byte{session.TypeProbe, 0, 0, 0}, tok(i)[1:]...) }
+	before := dropsOf(b.n, "unknown_session")
+	b.n.handleProbe(probe(9), pa.sendLink()) // never watched: the 5th and later requests were refused
+	if dropsOf(b.n, "unknown_session") != before+1 {
+		t.Error("a probe with an unwatched token was not dropped")
+	}
+	b.n.handleProbe(probe(0), pa.sendLink())
+	b.n.handleProbe(probe(0), pa.sendLink()) // a replay: the token is used up
+	if dropsOf(b.n, "unknown_session") != before+2 {
+		t.Error("a replayed probe token was not dropped")
+	}
+	b.n.natMu.Lock()
+	_, still := b.n.probeWatch[[8]byte(tok(0)[1:])]
+	b.n.natMu.Unlock()
+	if still {
+		t.Error("an answered token is still watched")
+	}
+}
