@@ -412,6 +412,9 @@ const (
 	thousandBytes   = 256 << 10
 	thousandLoss    = 10 // per mille, each way
 	thousandTimeout = 6 * time.Minute
+	// thousandSnapshot is when the flows still open are described (and, with WEFT_E2E_STALLDIR, the
+	// sockets and goroutines dumped): before tcpprobe's own 5-minute deadline ends the stuck flows.
+	thousandSnapshot = 4 * time.Minute
 )
 
 // TestProxyThousandFlows: 1000 concurrent flows of 256 KiB at 1% loss each way, echoed and checked with
@@ -447,7 +450,7 @@ func TestProxyThousandFlows(t *testing.T) {
 	before := countersOf(a, b)
 
 	start := time.Now()
-	out, ok, snapshot := watchedProbe(t, hb, thousandTimeout, thousandTimeout+time.Second,
+	out, ok, snapshot := watchedProbe(t, hb, thousandSnapshot, thousandTimeout,
 		func() string {
 			return "flows still listed:\n" + describeFlows(b) + "\n" + describeFlows(a) + "\n" + stallDump(t, a, b)
 		},
@@ -457,11 +460,11 @@ func TestProxyThousandFlows(t *testing.T) {
 		now := b.status().Proxy
 		t.Fatalf("%d concurrent flows of %d bytes at %d%% loss each way, after %v:\n%s\n"+
 			"beta's proxy meanwhile: %d flows opened, %d refused, %d reset, %d active; %d bytes sent, %d received over KCP\n"+
-			"drops (netstack's included): alpha %v, beta %v\n%s",
+			"drops (netstack's included): alpha %v, beta %v\nkernel TCP counters: alpha's host %s; beta's host %s\n%s",
 			thousandFlows, thousandBytes, thousandLoss/10, took.Round(time.Millisecond), out,
 			now.FlowsOpened-before.b.FlowsOpened, now.FlowsRefused-before.b.FlowsRefused, now.FlowsReset-before.b.FlowsReset,
 			now.FlowsActive, now.KCPBytesTx-before.b.KCPBytesTx, now.KCPBytesRx-before.b.KCPBytesRx,
-			a.status().Drops, b.status().Drops, snapshot)
+			a.status().Drops, b.status().Drops, kernelTCP(ha), kernelTCP(hb), snapshot)
 	}
 	checkProxied(t, a, b, before, thousandFlows, thousandFlows*thousandBytes)
 	if got := b.status().Proxy.KCPBytesRx - before.b.KCPBytesRx; got < thousandFlows*thousandBytes {
@@ -470,6 +473,7 @@ func TestProxyThousandFlows(t *testing.T) {
 	t.Logf("%d x %d bytes echoed intact at %d%% loss each way in %v (%.0f Mbit/s each way)", thousandFlows, thousandBytes,
 		thousandLoss/10, took.Round(time.Millisecond), float64(thousandFlows*thousandBytes)*8/took.Seconds()/1e6)
 	t.Logf("drops (netstack's included): alpha %v, beta %v", a.status().Drops, b.status().Drops)
+	t.Logf("kernel TCP counters: alpha's host %s; beta's host %s", kernelTCP(ha), kernelTCP(hb))
 
 	emptied := tablesEmpty(60 * time.Second)
 	t.Logf("proxy tables empty on both nodes %v after the last flow", emptied.Round(time.Second))
@@ -504,4 +508,23 @@ func stallDump(t *testing.T, nodes ...*weftNode) string {
 		os.WriteFile(filepath.Join(dir, n.name+".goroutines"), []byte(g), 0o644)
 	}
 	return "sockets and goroutines written to " + dir
+}
+
+// kernelTCP is the host's kernel TCP counters that tell a lost or refused segment from a slow one
+// (nstat, non-zero ones only): retransmissions and timeouts of the kernel's sockets, and segments they
+// dropped for a full receive queue or backlog or a closed window.
+func kernelTCP(h *netlab.Host) string {
+	out, err := h.RunErr(context.Background(), "nstat", "-az", "TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPRcvQDrop",
+		"TcpExtTCPBacklogDrop", "TcpExtTCPZeroWindowDrop", "TcpExtTCPOFODrop", "TcpExtTCPLossProbes")
+	if err != nil {
+		return "nstat: " + err.Error()
+	}
+	var parts []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && !strings.HasPrefix(f[0], "#") && f[1] != "0" {
+			parts = append(parts, f[0]+"="+f[1])
+		}
+	}
+	return strings.Join(parts, " ")
 }
