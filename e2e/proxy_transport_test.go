@@ -422,14 +422,12 @@ const (
 // empty and their goroutines and open files are back to where they were. If it stalls, set
 // WEFT_E2E_STALLDIR to get both hosts' TCP sockets and both nodes' goroutines written there.
 //
-// Known defect (issue 8 stays open for it): now and then one flow of the 1000 stops with its last few
-// KB never sent over KCP by the source node (seen again after the copy loop was replaced by pumps, so
-// it is not there). Until it is fixed the test runs only with WEFT_E2E_THOUSAND=1, so that `make test`
-// stays a trustworthy gate; it is reported as skipped, never as passed.
+// The clients use cubic (tcpprobe sets it per socket). With this machine's default, bbr, the test used
+// to stall now and then: on two busy cores netstack acknowledges late, the clients retransmit, and a
+// BBR client could collapse its bandwidth estimate and crawl (ss showed a 3 kbit/s pacing rate with a
+// 512 KiB window open and its last 30-42 KB unsent: the "bytes never sent by the source node" of issue
+// 8's notes). The README lists it under known limits.
 func TestProxyThousandFlows(t *testing.T) {
-	if os.Getenv("WEFT_E2E_THOUSAND") != "1" {
-		t.Skip("known intermittent stall of one flow in 1000 (issue 8): run with WEFT_E2E_THOUSAND=1")
-	}
 	a, b, ha, hb := proxyPair(t)
 	const addr = "10.144.144.1:7800"
 	startProbe(t, ha, "echo-server", addr)
