@@ -112,9 +112,6 @@ func New(cfg Config) (*Plane, error) {
 	return p, nil
 }
 
-// Local returns what this node owns.
-func (p *Plane) Local() Local { return p.cfg.Local }
-
 // Run moves packets from the TUN to the underlay until the TUN is closed or ctx ends (then it returns
 // nil); any other read error ends it with that error.
 func (p *Plane) Run(ctx context.Context) error {

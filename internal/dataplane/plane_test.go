@@ -446,11 +446,9 @@ func TestRunReturnsReadErrors(t *testing.T) {
 	}
 }
 
-// TestNoAllocations: the packet path allocates nothing per packet, either way.
+// TestNoAllocations: the packet path allocates nothing per packet, either way (Receive only without
+// -race, see below).
 func TestNoAllocations(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector makes sync.Pool drop items, so allocations are not zero")
-	}
 	akp, bkp := keypairs(t)
 	link := &recLink{discard: true}
 	a := newSide(t, alpha, alphaLocal, nullDev{}, &directSealer{kp: akp, link: link, to: beta}, nil)
@@ -465,6 +463,12 @@ func TestNoAllocations(t *testing.T) {
 		out.Flush()
 	}); n != 0 {
 		t.Errorf("Outbound allocated %.1f times per packet, want 0", n)
+	}
+	if raceEnabled {
+		// Receive's batch slice comes from a sync.Pool, which the race detector empties at random;
+		// Outbound, checked above, uses none.
+		t.Log("Receive's allocations are checked without -race only")
+		return
 	}
 	pkts := sealed(t, akp, 1000, ip)
 	i := 0

@@ -5,8 +5,10 @@ package node
 // table the data plane reads and the routes the kernel needs on the TUN.
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -152,7 +154,9 @@ func (n *Node) receiveAnnounce(from *peer, b []byte) {
 		return
 	}
 	stored, full := n.db.Update(a, time.Now())
-	n.log.Debug("announcement", "origin", a.Origin.String(), "seq", a.Seq, "neighbours", len(a.Neighbors), "stored", stored, "from", from.id.String())
+	if n.log.Enabled(context.Background(), slog.LevelDebug) { // a member can flood announcements: no work when off
+		n.log.Debug("announcement", "origin", a.Origin.String(), "seq", a.Seq, "neighbours", len(a.Neighbors), "stored", stored, "from", from.id.String())
+	}
 	if full {
 		n.drops.inc("announce_db_full")
 		if n.warnDue(&n.fullAt, from.id) {

@@ -21,6 +21,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/weft-vpn/weft/internal/mesh"
@@ -308,10 +309,7 @@ func (n *Node) handleProbe(pkt []byte, from underlay.Link) {
 		return
 	}
 	token := [8]byte(pkt[4:12])
-	n.natMu.Lock()
-	w, ok := n.probeWatch[token]
-	delete(n.probeWatch, token)
-	n.natMu.Unlock()
+	w, ok := takeToken(&n.natMu, n.probeWatch, token)
 	src := from.RemoteAddr()
 	p := n.livePeer(w.peer)
 	if !ok || p == nil || !src.Addr().Unmap().Is4() {
@@ -334,10 +332,7 @@ func (n *Node) receiveProbed(p *peer, pt []byte) {
 		return
 	}
 	token := [8]byte(pt[1:9])
-	n.natMu.Lock()
-	o, ok := n.ownProbes[token]
-	delete(n.ownProbes, token)
-	n.natMu.Unlock()
+	o, ok := takeToken(&n.natMu, n.ownProbes, token)
 	if !ok {
 		return
 	}
@@ -349,4 +344,13 @@ func (n *Node) receiveProbed(p *peer, pt []byte) {
 		n.log.Info("public address seen by peers changed", "mapped", n.observed.Mapped(time.Now()), "nat", n.natType())
 		n.reannounce()
 	}
+}
+
+// takeToken removes token from m (guarded by mu) and returns what it held: every token is used once.
+func takeToken[V any](mu *sync.Mutex, m map[[8]byte]V, token [8]byte) (V, bool) {
+	mu.Lock()
+	defer mu.Unlock()
+	v, ok := m[token]
+	delete(m, token)
+	return v, ok
 }

@@ -140,7 +140,7 @@ func addrPortStrings(aps []netip.AddrPort) []string {
 func (b backend) drops() map[string]uint64 {
 	m := b.n.drops.snapshot()
 	if p := b.n.proxy; p != nil {
-		ns := p.Counters().Netstack
+		ns := p.Netstack()
 		for k, v := range map[string]uint64{"netstack_queue_full": ns.QueueFull, "netstack_tcp_timeouts": ns.Timeouts,
 			"netstack_segments_dropped": ns.SegmentsDropped} {
 			if v != 0 {
@@ -232,20 +232,19 @@ func (b backend) Peers() []control.Peer {
 		if a, ok := n.db.Get(info.ID); ok {
 			cp.Candidates = addrPortStrings(a.Endpoints)
 		}
-		switch path, ok := n.punchPath(info.ID); {
+		path, known := n.punchPath(info.ID)
+		switch {
 		case cp.Direct:
 			cp.Path = "direct"
 		case len(cp.Candidates) == 0:
 			cp.Path = "relayed, no endpoints"
-		case ok && path.State == punch.Punching:
+		case known && path.State == punch.Punching:
 			cp.Path = "punching"
 		default:
 			cp.Path = "relayed"
 		}
-		if path, ok := n.punchPath(info.ID); ok {
-			cp.PunchAttempts, cp.PunchFailures = path.Attempts, path.Failures
-			cp.TimeToDirectMS = float64(path.TimeToDirect.Microseconds()) / 1000
-		}
+		cp.PunchAttempts, cp.PunchFailures = path.Attempts, path.Failures
+		cp.TimeToDirectMS = float64(path.TimeToDirect.Microseconds()) / 1000
 		out = append(out, cp)
 	}
 	return out

@@ -96,7 +96,6 @@ func (f *Flow) State() string { return f.state.Load().(string) }
 type Counters struct {
 	Opened, Refused, Reset uint64
 	Transport              Stats
-	Netstack               NetstackCounters
 }
 
 // Proxy is the node's transparent TCP proxy.
@@ -197,9 +196,11 @@ func (p *Proxy) Flows() []*Flow { return p.stack.flows.records() }
 
 // Counters returns the proxy's counters.
 func (p *Proxy) Counters() Counters {
-	return Counters{Opened: p.opened.Load(), Refused: p.refused.Load(), Reset: p.reset.Load(), Transport: p.tr.Stats(),
-		Netstack: p.stack.Counters()}
+	return Counters{Opened: p.opened.Load(), Refused: p.refused.Load(), Reset: p.reset.Load(), Transport: p.tr.Stats()}
 }
+
+// Netstack returns netstack's counters (cheap: no walk over the flows, unlike Counters).
+func (p *Proxy) Netstack() NetstackCounters { return p.stack.Counters() }
 
 // forward handles a new flow on the source node: ask the destination node, then complete or refuse
 // the client's handshake.
